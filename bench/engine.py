@@ -1,0 +1,245 @@
+"""Runs one Case end to end and fills its Record: equality gate, paired latency, size, memory,
+quality and FLOPs. Caches what cases share (models, baselines, reference outputs) per session."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from pruning import PruneRecipe, scope_params
+from pruning.unstructured import sparsity_of
+
+from .measure.flops import macs
+from .measure.latency import Latency, measure_paired
+from .measure.memory import measure_memory
+from .measure.quality import embed, fidelity
+from .measure.size import measure_size
+from .models import LoadedModel, load_model
+from .plan import Case, Plan
+from .records import Record
+from .runtimes import Runner, Variant, get_runtime
+
+__all__ = ["EqualityError", "Session", "build_runner", "environment"]
+
+log = logging.getLogger("bench.engine")
+
+
+class EqualityError(AssertionError):
+    """A runtime's outputs differ from torch-masked beyond its tolerance: no timing is recorded."""
+
+
+@lru_cache(maxsize=1)
+def environment() -> dict:
+    """Versions, CPU, GPU and git sha: what a figure depends on besides the case."""
+    import numpy
+    import transformers
+
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": _cpu_name(),
+        "cpu_count": __import__("os").cpu_count(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        import onnxruntime
+
+        env["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        env["onnxruntime"] = None
+    try:
+        env["git_sha"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                        cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        env["git_sha"] = None
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+_MODELS: dict[str, LoadedModel] = {}
+
+
+def get_model(name: str) -> LoadedModel:
+    if name not in _MODELS:
+        _MODELS[name] = load_model(name)
+    return _MODELS[name]
+
+
+def _variant(case: Case) -> Variant:
+    loaded = get_model(case.model)
+    return Variant(loaded, case.recipe, loaded.batch(case.batch, case.seq_len))
+
+
+def build_runner(case: Case | dict, workdir: Path) -> Runner:
+    """Build the case's variant and prepare its runtime (also used by the memory child process)."""
+    if isinstance(case, dict):
+        case = Case.from_dict(case)
+    torch.set_num_threads(case.threads)
+    return get_runtime(case.runtime).prepare(_variant(case), Path(workdir), case.device)
+
+
+class Session:
+    """Everything shared by the cases of one run."""
+
+    def __init__(self, plan: Plan, out_dir: Path, run_id: str):
+        self.plan = plan
+        self.out_dir = Path(out_dir)
+        self.run_id = run_id
+        self._tmp = Path(tempfile.mkdtemp(prefix="prunebench-"))
+        self._baselines: dict[str, tuple[Runner, object]] = {}
+        self._reference: dict[tuple, torch.Tensor] = {}
+        self._embeddings: dict[tuple, torch.Tensor] = {}
+        self._dense_macs: dict[tuple, int] = {}
+        self._mem_cache: dict[str, object] = {}
+
+    def close(self) -> None:
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def workdir(self, case: Case) -> Path:
+        d = self._tmp / case.case_id.replace("/", "__")
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    # -- shared, cached pieces --------------------------------------------------------------
+    def baseline(self, case: Case) -> tuple[Runner, object]:
+        """The prepared baseline runner and its size, cached per baseline case."""
+        base = case.baseline
+        if base.case_id not in self._baselines:
+            runner = build_runner(base, self.workdir(base))
+            self._baselines[base.case_id] = (runner, measure_size(runner.artifact))
+        return self._baselines[base.case_id]
+
+    def reference(self, case: Case) -> torch.Tensor:
+        """torch-masked outputs of the case's variant on its fixed batch (the equality reference)."""
+        key = (case.model, case.recipe, case.batch, case.seq_len)
+        if key not in self._reference:
+            v = _variant(case)
+            with torch.inference_mode():
+                self._reference[key] = v.masked()(**v.inputs).last_hidden_state.float()
+        return self._reference[key]
+
+    def embeddings(self, model: str, recipe: PruneRecipe) -> torch.Tensor:
+        key = (model, recipe)
+        if key not in self._embeddings:
+            loaded = get_model(model)
+            net = Variant(loaded, recipe, {}).masked()
+            with torch.inference_mode():
+                self._embeddings[key] = embed(lambda x: net(**x).last_hidden_state, loaded.quality_batches())
+        return self._embeddings[key]
+
+    def unavailable(self, case: Case) -> str | None:
+        """Why the case cannot run here (runtime/device or a missing optional package), or None."""
+        reason = get_runtime(case.runtime).unavailable(case.device)
+        req = case.recipe.spec.requires
+        if reason is None and req:
+            import importlib.util
+
+            if importlib.util.find_spec(req) is None:
+                reason = f"method {case.recipe.method} needs the optional package {req!r} (pip install 'prunebench[peers]')"
+        return reason
+
+    # -- one case ---------------------------------------------------------------------------
+    def describe(self, case: Case, rec: Record) -> None:
+        """Fill the fields known before anything runs."""
+        spec = case.recipe.spec
+        rec.run_id, rec.case_id = self.run_id, case.case_id
+        rec.model, rec.runtime, rec.device, rec.dtype = case.model_label, case.runtime, case.device, case.dtype
+        rec.batch, rec.seq_len, rec.threads = case.batch, case.seq_len, case.threads
+        rec.method, rec.pattern, rec.norm, rec.allocation = case.recipe.method, spec.pattern, case.recipe.norm, case.recipe.allocation
+        rec.scope = case.recipe.scope if spec.scoped else None
+        rec.recipe, rec.sparsity_target = case.recipe.label, case.recipe.sparsity
+        rec.baseline = case.baseline.case_id
+        rec.tolerance = get_runtime(case.runtime).TOLERANCE
+        rec.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        rec.env = environment()
+        from .fingerprint import fingerprint
+
+        rec.fingerprint = fingerprint(case, rec.env)
+
+    def run(self, case: Case, rec: Record, benchmark=None) -> None:
+        t0 = time.perf_counter()
+        torch.set_num_threads(case.threads)
+        loaded = get_model(case.model)
+        rec.arch, rec.weights = loaded.arch, loaded.weights
+        rec.quality_meaningful = loaded.weights == "pretrained"
+        runner = build_runner(case, self.workdir(case))
+        model = getattr(runner, "model", None)
+        variant = _variant(case).masked() if model is None else model
+        rec.params = sum(p.numel() for p in variant.parameters())
+        scope = case.recipe.scope if case.recipe.spec.scoped else "linear"
+        rec.sparsity_actual = round(sparsity_of(scope_params(variant, scope)), 6)
+        rec.flops_ratio = macs(variant, case.batch, case.seq_len) / self._dense(case)
+
+        # equality before speed
+        ref = self.reference(case)
+        out = runner.outputs()
+        rec.max_abs_diff = float((out - ref).abs().max()) if out.shape == ref.shape else float("inf")
+        if not rec.max_abs_diff <= rec.tolerance:
+            raise EqualityError(f"{case.runtime} outputs differ from torch-masked: max abs diff {rec.max_abs_diff:.3g} > tolerance {rec.tolerance:.1g} (shapes {tuple(out.shape)} vs {tuple(ref.shape)})")
+
+        base_runner, base_size = self.baseline(case)
+        lat = measure_paired(runner.timed, base_runner.timed, target=self.plan.ci_target, time_cap_s=self.plan.time_cap_s,
+                             warmup=self.plan.warmup, min_rounds=self.plan.min_rounds, benchmark=benchmark)
+        self._latency(rec, lat)
+
+        # size, memory and quality do not time anything: run them side by side
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            size_f = pool.submit(measure_size, runner.artifact)
+            mem_f = pool.submit(measure_memory, case.to_dict(), self.workdir(case)) if self.plan.memory else None
+            if self.plan.quality:
+                q = fidelity(self.embeddings(case.model, PruneRecipe("dense")), self.embeddings(case.model, case.recipe))
+                rec.quality_cosine, rec.quality_knn_agreement = round(q.cosine, 6), round(q.knn_agreement, 6)
+            size = size_f.result()
+            rec.size_bytes, rec.size_compressed_bytes = size.raw_bytes, size.compressed_bytes
+            rec.size_ratio = size.raw_bytes / base_size.raw_bytes
+            rec.size_compressed_ratio = size.compressed_bytes / base_size.raw_bytes
+            if mem_f is not None:
+                mem, base = mem_f.result(), self._memory_baseline(case)
+                rec.peak_mem_mb, rec.peak_mem_floor_mb = round(mem.peak_mb, 1), round(mem.floor_mb, 1)
+                rec.peak_mem_model_mb = round(mem.model_mb, 1)
+                rec.mem_ratio = mem.model_mb / base.model_mb if base.model_mb > 0 else None
+        del runner
+        shutil.rmtree(self.workdir(case), ignore_errors=True)
+        rec.duration_s = round(time.perf_counter() - t0, 2)
+
+    def _latency(self, rec: Record, lat: Latency) -> None:
+        rec.latency_ms, rec.baseline_latency_ms = round(lat.variant_ms, 4), round(lat.baseline_ms, 4)
+        rec.latency_ratio, rec.latency_ratio_lo, rec.latency_ratio_hi = lat.ratio, lat.ratio_lo, lat.ratio_hi
+        rec.latency_cv, rec.rounds, rec.unstable = lat.cv, lat.rounds, lat.unstable
+        rec.efficiency = rec.flops_ratio / lat.ratio if rec.flops_ratio else None
+
+    def _dense(self, case: Case) -> int:
+        key = (case.model, case.batch, case.seq_len)
+        if key not in self._dense_macs:
+            self._dense_macs[key] = macs(get_model(case.model).model, case.batch, case.seq_len, nonzero=False)
+        return self._dense_macs[key]
+
+    def _memory_baseline(self, case: Case):
+        base = case.baseline
+        if base.case_id not in self._mem_cache:
+            self._mem_cache[base.case_id] = measure_memory(base.to_dict(), self.workdir(base))
+        return self._mem_cache[base.case_id]

@@ -1,0 +1,1 @@
+"""Measurements: latency (paired ratios), peak memory (fresh process), size, quality, FLOPs."""

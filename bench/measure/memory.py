@@ -1,0 +1,119 @@
+"""Peak memory of a variant serving inference, measured in a fresh process.
+
+Each measurement forks a clean child from a fork server that has imported torch and transformers
+but never run a kernel (so forking is safe and cheap). The child loads the model, builds the variant
+and prepares the runtime, resets the kernel's peak-RSS counter (``/proc/self/clear_refs`` = 5), runs
+inference twice and reads ``VmHWM``: the peak resident memory while serving, model included. The RSS
+of the bare process (libraries imported, nothing loaded) is reported as the floor. On CUDA it is
+``torch.cuda.max_memory_allocated`` over the same span.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Memory", "measure_memory"]
+
+log = logging.getLogger("bench.measure.memory")
+_PRELOAD = ["torch", "transformers", "safetensors", "bench.measure.memory"]
+_ctx = None
+
+
+@dataclass(frozen=True)
+class Memory:
+    peak_mb: float  # peak RSS (CPU) or peak allocated (CUDA) while serving, model resident
+    floor_mb: float  # RSS of the same process before loading anything (CPU), 0 on CUDA
+    hwm_reset: bool  # whether the kernel's peak counter could be reset after loading
+
+    @property
+    def model_mb(self) -> float:
+        """Peak above the floor: what the model and its inference add."""
+        return self.peak_mb - self.floor_mb
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def _trim() -> None:
+    """Give freed heap pages back to the OS, so garbage from building the variant is not counted."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reset_hwm() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _child(case: dict, workdir: str, queue) -> None:
+    try:
+        import torch
+
+        from bench.engine import build_runner
+
+        torch.set_num_threads(case["threads"])
+        floor = _status_mb("VmRSS")
+        runner = build_runner(case, Path(workdir))
+        import gc
+
+        gc.collect()
+        _trim()
+        if case["device"] == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            runner()
+            runner()
+            queue.put(("ok", Memory(torch.cuda.max_memory_allocated() / 2**20, 0.0, True)))
+            return
+        reset = _reset_hwm()
+        runner()
+        runner()
+        queue.put(("ok", Memory(_status_mb("VmHWM"), floor, reset)))
+    except BaseException as exc:  # report everything to the parent, which records it
+        queue.put(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"))
+
+
+def _context():
+    global _ctx
+    if _ctx is None:
+        _ctx = mp.get_context("forkserver")
+        _ctx.set_forkserver_preload(_PRELOAD)
+    return _ctx
+
+
+def measure_memory(case: dict, workdir: Path, timeout_s: float = 300.0) -> Memory:
+    """Peak memory of ``case`` (a Case as a dict) in a fresh process; raises on failure or timeout."""
+    ctx = _context()
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(case, str(workdir), queue), daemon=True)
+    proc.start()
+    try:
+        status, payload = queue.get(timeout=timeout_s)
+    except Exception as exc:
+        proc.kill()
+        proc.join()
+        raise RuntimeError(f"memory measurement got no answer in {timeout_s:.0f}s (exit code {proc.exitcode})") from exc
+    proc.join(timeout=30)
+    if status != "ok":
+        raise RuntimeError(f"memory measurement failed in the child process: {payload.strip().splitlines()[0]}")
+    return payload
+
+
+if os.environ.get("PRUNEBENCH_NO_FORKSERVER"):
+    _ctx = mp.get_context("spawn")

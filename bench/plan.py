@@ -1,0 +1,213 @@
+"""The plan: the grid ``model x recipe x runtime x device x batch x seq_len`` as a list of Cases.
+
+Built from CLI flags or a TOML file (see ``bench/plans/*.toml``); every field is checked on
+construction so a bad plan fails before anything is measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pruning import PruneRecipe, RecipeError
+
+from .models import ModelError, resolve_model
+from .runtimes import get_runtime
+
+__all__ = ["Case", "Plan", "PlanError", "builtin_plan", "load_plan", "plan_from_dict"]
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+class PlanError(ValueError):
+    """A plan that cannot run; the message names the field and the fix."""
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PlanError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measurement: a recipe applied to a model, run by a runtime on a device at one shape."""
+
+    model: str
+    recipe: PruneRecipe
+    runtime: str
+    device: str = "cpu"
+    batch: int = 8
+    seq_len: int = 128
+    threads: int = 2
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        _positive_int("batch", self.batch)
+        _positive_int("seq_len", self.seq_len)
+        _positive_int("threads", self.threads)
+        if self.seq_len > 512:
+            raise PlanError(f"seq_len {self.seq_len} exceeds the 512 positions of these encoders; use 512 or less")
+        if self.device not in ("cpu", "cuda"):
+            raise PlanError(f"device {self.device!r} is not cpu or cuda")
+        if self.dtype not in ("float32", "float16", "bfloat16"):
+            raise PlanError(f"dtype {self.dtype!r} is not float32, float16 or bfloat16")
+        get_runtime(self.runtime)
+
+    @property
+    def model_label(self) -> str:
+        return Path(self.model).name if "/" in self.model else self.model
+
+    @property
+    def case_id(self) -> str:
+        dt = "" if self.dtype == "float32" else f"-{self.dtype}"
+        return f"{self.model_label}/{self.recipe.label}/{self.runtime}/{self.device}{dt}/b{self.batch}s{self.seq_len}"
+
+    @property
+    def baseline(self) -> "Case":
+        """The dense model in the baseline runtime (the runtime itself unless it names another)."""
+        rt = get_runtime(self.runtime).BASELINE or self.runtime
+        return replace(self, recipe=PruneRecipe("dense"), runtime=rt)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["recipe"] = self.recipe.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Case":
+        return cls(**{**d, "recipe": PruneRecipe(**d["recipe"])})
+
+    def definition_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Cases plus how to measure them."""
+
+    cases: tuple[Case, ...]
+    name: str = "custom"
+    ci_target: float = 0.03  # relative half-width of the latency ratio's 95% CI to stop at
+    time_cap_s: float = 20.0  # per case, for the paired latency rounds
+    warmup: int = 2
+    min_rounds: int = 8
+    memory: bool = True
+    quality: bool = True
+    source: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.cases:
+            raise PlanError("the plan has no cases; give at least one model, recipe and runtime")
+        if not 0 < self.ci_target < 1:
+            raise PlanError(f"ci_target {self.ci_target!r} must be in (0, 1), e.g. 0.03")
+        if not self.time_cap_s > 0:
+            raise PlanError(f"time_cap_s {self.time_cap_s!r} must be positive")
+        ids = [c.case_id for c in self.cases]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise PlanError(f"case {dup} appears twice in the plan; remove the duplicate recipe or runtime")
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k not in ("cases", "source")}
+        d["cases"] = [c.to_dict() for c in self.cases]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Plan":
+        return cls(**{**d, "cases": tuple(Case.from_dict(c) for c in d["cases"])})
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load_json(cls, path: Path) -> "Plan":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _as_list(name: str, value: Any) -> list:
+    if isinstance(value, list):
+        if not value:
+            raise PlanError(f"{name} is an empty list; give at least one value")
+        return value
+    return [value]
+
+
+def _device(value: str) -> str:
+    if value not in DEVICES:
+        raise PlanError(f"unknown device {value!r}; use cpu, cuda or auto")
+    if value == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return value
+
+
+_RECIPE_KEYS = {"method", "sparsity", "scope", "norm", "allocation", "seed", "runtimes"}
+_PLAN_KEYS = {"name", "models", "runtimes", "devices", "batch", "seq_len", "threads", "dtype", "recipes",
+              "ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality"}
+
+
+def plan_from_dict(d: dict, **overrides: Any) -> Plan:
+    """Expand a plan mapping (TOML layout) into Cases. ``overrides`` replace top-level keys."""
+    d = {**d, **{k: v for k, v in overrides.items() if v is not None}}
+    unknown = set(d) - _PLAN_KEYS
+    if unknown:
+        raise PlanError(f"unknown plan key(s) {', '.join(sorted(unknown))}; known keys: {', '.join(sorted(_PLAN_KEYS))}")
+    import torch
+
+    threads = d.get("threads") or torch.get_num_threads()
+    recipes: list[tuple[PruneRecipe, list[str] | None]] = []
+    for i, r in enumerate(_as_list("recipes", d.get("recipes", []))):
+        if not isinstance(r, dict) or "method" not in r:
+            raise PlanError(f"recipes[{i}] needs a 'method' key, e.g. {{method = 'global-l1', sparsity = 0.5}}")
+        bad = set(r) - _RECIPE_KEYS
+        if bad:
+            raise PlanError(f"recipes[{i}] has unknown key(s) {', '.join(sorted(bad))}; known: {', '.join(sorted(_RECIPE_KEYS))}")
+        only = r.get("runtimes")
+        kw = {k: v for k, v in r.items() if k not in ("sparsity", "runtimes")}
+        for s in _as_list(f"recipes[{i}].sparsity", r.get("sparsity", 0.0)):
+            rec = PruneRecipe(sparsity=s, **kw)
+            if all(rec != x for x, _ in recipes):
+                recipes.append((rec, only))
+    models = [resolve_model(m) for m in _as_list("models", d.get("models", ["minilm"]))]
+    runtimes = _as_list("runtimes", d.get("runtimes", ["torch-masked", "torch-dense"]))
+    for rt in runtimes:
+        get_runtime(rt)
+    devices = [_device(x) for x in _as_list("devices", d.get("devices", ["cpu"]))]
+    cases = []
+    for m, (rec, only), rt, dev, b, s in itertools.product(
+        models, recipes, runtimes, dict.fromkeys(devices), _as_list("batch", d.get("batch", [8])), _as_list("seq_len", d.get("seq_len", [128]))
+    ):
+        if only is None or rt in only:
+            cases.append(Case(m, rec, rt, dev, b, s, threads, d.get("dtype", "float32")))
+    knobs = {k: d[k] for k in ("ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality") if k in d}
+    return Plan(tuple(cases), name=d.get("name", "custom"), source=d, **knobs)
+
+
+def load_plan(path: Path | str, **overrides: Any) -> Plan:
+    path = Path(path)
+    if not path.is_file():
+        raise PlanError(f"plan file {path} does not exist; pass a TOML plan such as bench/plans/default.toml")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PlanError(f"plan file {path} is not valid TOML ({exc}); fix the syntax") from exc
+    return plan_from_dict(data, **overrides)
+
+
+def builtin_plan(name: str, **overrides: Any) -> Plan:
+    """A plan shipped in ``bench/plans/NAME.toml`` (default, quick, ci, ...)."""
+    ref = resources.files("bench").joinpath(f"plans/{name}.toml")
+    if not ref.is_file():
+        raise PlanError(f"no built-in plan {name!r}")
+    return plan_from_dict(tomllib.loads(ref.read_text(encoding="utf-8")), **overrides)
+
+
+PlanInputError = (PlanError, RecipeError, ModelError)

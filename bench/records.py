@@ -1,0 +1,127 @@
+"""Records: one flat, typed row per case, appended to ``records.jsonl`` (and fsynced) as the case ends.
+
+Add fields, never rename; bump ``SCHEMA`` when a field's meaning changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SCHEMA", "STATUSES", "Record", "RecordError", "RecordWriter", "read_records"]
+
+log = logging.getLogger("bench.records")
+SCHEMA = 1
+STATUSES = ("ok", "failed", "oom", "crashed", "timeout", "skipped")
+
+
+class RecordError(ValueError):
+    """A records file that cannot be read."""
+
+
+@dataclass
+class Record:
+    schema: int = SCHEMA
+    run_id: str | None = None
+    case_id: str | None = None
+    fingerprint: str | None = None
+    status: str = "ok"
+    error: str | None = None
+    reason: str | None = None
+    unstable: bool | None = None
+    model: str | None = None
+    arch: str | None = None
+    weights: str | None = None
+    params: int | None = None
+    method: str | None = None
+    pattern: str | None = None
+    scope: str | None = None
+    norm: str | None = None
+    allocation: str | None = None
+    recipe: str | None = None  # the recipe's label, e.g. global-l1[seed]@0.20
+    sparsity_target: float | None = None
+    sparsity_actual: float | None = None
+    runtime: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    threads: int | None = None
+    batch: int | None = None
+    seq_len: int | None = None
+    baseline: str | None = None
+    latency_ms: float | None = None
+    baseline_latency_ms: float | None = None
+    latency_ratio: float | None = None
+    latency_ratio_lo: float | None = None
+    latency_ratio_hi: float | None = None
+    latency_cv: float | None = None
+    rounds: int | None = None
+    flops_ratio: float | None = None
+    efficiency: float | None = None
+    peak_mem_mb: float | None = None
+    peak_mem_floor_mb: float | None = None
+    peak_mem_model_mb: float | None = None
+    mem_ratio: float | None = None
+    size_bytes: int | None = None
+    size_ratio: float | None = None
+    size_compressed_bytes: int | None = None
+    size_compressed_ratio: float | None = None
+    max_abs_diff: float | None = None
+    tolerance: float | None = None
+    quality_cosine: float | None = None
+    quality_knn_agreement: float | None = None
+    quality_meaningful: bool | None = None
+    duration_s: float | None = None
+    env: dict[str, Any] = field(default_factory=dict)
+    started_at: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=False, default=str)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Record":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class RecordWriter:
+    """Appends records to a JSONL file, flushed and fsynced per record, so a crash loses nothing."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: Record) -> None:
+        line = record.to_json() + "\n"
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def read_records(path: Path) -> list[dict]:
+    """Read a records file; a truncated last line (a killed run) is skipped with a warning."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "records.jsonl"
+    if not path.is_file():
+        raise RecordError(f"no records at {path}; pass a run directory written by `prunebench run`")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if i == len(lines):
+                log.warning("%s: last line %d is truncated (a killed run?); skipped", path, i)
+                continue
+            raise RecordError(f"{path}:{i} is not valid JSON ({exc.msg}); repair or delete that line") from exc
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            raise RecordError(f"{path}:{i} has schema {d.get('schema') if isinstance(d, dict) else None!r}, this prunebench reads {SCHEMA}; re-run with a matching version")
+        out.append(d)
+    return out

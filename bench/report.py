@@ -1,0 +1,182 @@
+"""Records -> pandas -> markdown report: a table per model and a verdict per variant.
+
+A pure function of the records: ``prunebench report RUN_DIR`` regenerates it at any time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .records import read_records
+
+__all__ = ["frame", "latency_verdict", "render", "summary_table", "write_report"]
+
+# Within +-5% a single-process figure (memory) counts as unchanged; sizes are exact.
+MEM_NOISE = 0.05
+
+
+def frame(records: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(records)
+    if "env" in df:
+        df = df.drop(columns=["env"])
+    return df
+
+
+def _num(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def latency_verdict(ratio, lo, hi) -> str:
+    """Say what the latency ratio's 95% CI shows: faster, slower, or no measurable change."""
+    if not all(_num(v) for v in (ratio, lo, hi)):
+        return "not measured"
+    ci = f"{ratio:.2f}x [{lo:.2f}, {hi:.2f}]"
+    if hi < 1.0:
+        return f"faster: {ci}"
+    if lo > 1.0:
+        return f"slower: {ci}"
+    return f"no measurable change: {ci}"
+
+
+def _ratio_word(r, noise: float = 0.0) -> str:
+    if not _num(r):
+        return "n/a"
+    if abs(r - 1) <= noise:
+        return f"unchanged ({r:.2f}x)"
+    return f"{'smaller' if r < 1 else 'larger'} ({r:.2f}x)"
+
+
+def _fmt(x, spec: str = ".2f", suffix: str = "") -> str:
+    return f"{x:{spec}}{suffix}" if _num(x) else "–"
+
+
+def _ci(row) -> str:
+    if not _num(row.get("latency_ratio")):
+        return "–"
+    flag = " ⚠" if row.get("unstable") else ""
+    return f"{row['latency_ratio']:.2f} [{row['latency_ratio_lo']:.2f}, {row['latency_ratio_hi']:.2f}]{flag}"
+
+
+def _table(df: pd.DataFrame) -> str:
+    rows = []
+    for _, r in df.iterrows():
+        r = r.to_dict()
+        q = "–"
+        if _num(r.get("quality_cosine")):
+            q = f"{r['quality_cosine']:.3f} / {r['quality_knn_agreement']:.2f}"
+            if r.get("quality_meaningful") is False:
+                q += " (random-init)"
+        rows.append({
+            "variant": r.get("recipe"),
+            "runtime": r.get("runtime"),
+            "status": r.get("status") if r.get("status") == "ok" else f"**{r.get('status')}**",
+            "sparsity": _fmt(r.get("sparsity_actual"), ".3f"),
+            "latency ratio [95% CI]": _ci(r),
+            "ms (variant / base)": f"{_fmt(r.get('latency_ms'), '.1f')} / {_fmt(r.get('baseline_latency_ms'), '.1f')}",
+            "FLOP ratio": _fmt(r.get("flops_ratio")),
+            "efficiency": _fmt(r.get("efficiency")),
+            "peak MB (model)": f"{_fmt(r.get('peak_mem_mb'), '.0f')} ({_fmt(r.get('peak_mem_model_mb'), '.0f')})",
+            "mem ratio": _fmt(r.get("mem_ratio")),
+            "size MB": _fmt((r.get("size_bytes") or float("nan")) / 1e6, ".1f"),
+            "size ratio": _fmt(r.get("size_ratio")),
+            "gzip ratio": _fmt(r.get("size_compressed_ratio")),
+            "cosine / kNN@10": q,
+            "verdict": _verdict(r),
+        })
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def _verdict(r: dict) -> str:
+    if r.get("status") != "ok":
+        return str(r.get("error") or r.get("reason") or r.get("status"))
+    parts = [f"speed {latency_verdict(r.get('latency_ratio'), r.get('latency_ratio_lo'), r.get('latency_ratio_hi'))}",
+             f"size {_ratio_word(r.get('size_ratio'))}",
+             f"memory {_ratio_word(r.get('mem_ratio'), MEM_NOISE)}"]
+    return "; ".join(parts)
+
+
+def _claim(df: pd.DataFrame) -> list[str]:
+    """The tutorial's claim ('speed and size barely decreased'), answered per runtime from the records."""
+    out = []
+    ok = df[(df["status"] == "ok") & (df["method"] != "dense")] if "method" in df else df.iloc[0:0]
+    for runtime, g in ok.groupby("runtime", sort=False):
+        faster = g[g["latency_ratio_hi"] < 1.0]
+        slower = g[g["latency_ratio_lo"] > 1.0]
+        same = len(g) - len(faster) - len(slower)
+        size = g["size_ratio"].dropna()
+        gz = g["size_compressed_ratio"].dropna()
+        line = (f"- **{runtime}**: {len(faster)} of {len(g)} variants faster, {len(slower)} slower, {same} with no "
+                f"measurable change (latency ratio {g['latency_ratio'].min():.2f}–{g['latency_ratio'].max():.2f}); "
+                f"on-disk size {size.min():.2f}–{size.max():.2f}x dense")
+        if len(gz):
+            line += f", gzip-compressed {gz.min():.2f}–{gz.max():.2f}x dense raw"
+        mem = g["mem_ratio"].dropna()
+        if len(mem):
+            line += f"; peak memory (model part) {mem.min():.2f}–{mem.max():.2f}x"
+        out.append(line + ".")
+    return out
+
+
+def render(records: list[dict], run_dir: Path | None = None, command: str | None = None) -> str:
+    df = frame(records)
+    env = records[0].get("env", {}) if records else {}
+    lines = ["# prunebench report", ""]
+    if run_dir is not None:
+        lines.append(f"Run `{Path(run_dir).name}`" + (f", produced by `{command}`" if command else "") + ".")
+    lines += [f"Machine: {env.get('cpu', '?')} ({env.get('cpu_count', '?')} cores), torch {env.get('torch', '?')}, "
+              f"transformers {env.get('transformers', '?')}" + (f", GPU {env['gpu']}" if env.get("gpu") else "") + ".", ""]
+    counts = df["status"].value_counts().to_dict() if len(df) else {}
+    lines += ["Cases: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".", ""]
+    lines += ["## The tutorial's claim", "",
+              "\"Inference speed and size barely decreased\" after `torch.nn.utils.prune`. What this run measured:", ""]
+    lines += _claim(df) or ["- no successful pruned cases in this run."]
+    lines += ["",
+              "Latency ratio = variant / dense baseline in the same runtime and device, median of per-round pairs "
+              "timed interleaved in one process, with a 95% bootstrap CI (⚠ = CI wider than the target or CV ≥ 10%). "
+              "Size ratio = bytes of what the runtime keeps on disk / dense safetensors. "
+              "Memory: peak RSS while serving in a fresh process; the ratio compares the part above the bare "
+              "process (libraries imported). Quality = mean cosine of mean-pooled embeddings to the dense model "
+              "and top-10 neighbour agreement, on the bundled sentence set; efficiency = FLOP ratio / latency ratio.", ""]
+    for model, g in df.groupby("model", sort=False):
+        w = g["weights"].dropna().unique() if "weights" in g else []
+        note = " (random-init weights: quality figures are not meaningful)" if "random-init" in list(w) else ""
+        for (dev, b, s), gg in g.groupby(["device", "batch", "seq_len"], sort=False, dropna=False):
+            lines += [f"## {model} — {dev}, batch {b}, seq {s}{note}", "", _table(gg.sort_values(["recipe", "runtime"], kind="stable")), ""]
+    bad = df[df["status"].isin(["failed", "oom", "crashed", "timeout"])] if len(df) else df
+    if len(bad):
+        lines += ["## Cases that did not succeed", ""]
+        lines += [f"- `{r.case_id}`: {r.status}: {r.error}" for r in bad.itertuples()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path, command: str | None = None) -> Path:
+    run_dir = Path(run_dir)
+    records = read_records(run_dir / "records.jsonl")
+    if command is None and (run_dir / "command.txt").is_file():
+        command = (run_dir / "command.txt").read_text().strip()
+    out = run_dir / "report.md"
+    out.write_text(render(records, run_dir, command), encoding="utf-8")
+    return out
+
+
+def summary_table(records: list[dict]) -> str:
+    """A compact table for the terminal."""
+    rows = [{
+        "case": r.get("case_id"),
+        "status": r.get("status"),
+        "latency ratio [95% CI]": _ci(r),
+        "size": _fmt(r.get("size_ratio")),
+        "gzip": _fmt(r.get("size_compressed_ratio")),
+        "mem": _fmt(r.get("mem_ratio")),
+        "cosine": _fmt(r.get("quality_cosine"), ".3f"),
+    } for r in records]
+    return pd.DataFrame(rows).to_markdown(index=False, tablefmt="simple") if rows else "(no records)"
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,38 @@
+"""Runtimes: how a variant executes. One module per runtime; this registry maps names to modules.
+
+A runtime module defines ``NAME``, ``HELP``, ``BASELINE`` (the runtime whose dense model is its
+baseline; None = itself), ``TOLERANCE`` (max abs diff allowed against torch-masked),
+``unavailable(device) -> str | None`` and ``prepare(variant, workdir, device) -> Runner``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from types import ModuleType
+
+from .base import Runner, RuntimeUnavailable, TorchRunner, Variant
+
+__all__ = ["RUNTIMES", "Runner", "UnknownRuntime", "RuntimeUnavailable", "TorchRunner", "Variant", "get_runtime", "runtime_names"]
+
+# runtime name -> module under bench.runtimes (add a line to add a runtime)
+RUNTIMES: dict[str, str] = {
+    "torch-masked": "torch_masked",
+    "torch-dense": "torch_dense",
+}
+
+
+class UnknownRuntime(ValueError):
+    """An unknown runtime name."""
+
+
+def runtime_names() -> list[str]:
+    return list(RUNTIMES)
+
+
+def get_runtime(name: str) -> ModuleType:
+    if name not in RUNTIMES:
+        near = difflib.get_close_matches(name, list(RUNTIMES), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise UnknownRuntime(f"unknown runtime {name!r}{hint}; use one of {', '.join(RUNTIMES)}")
+    return importlib.import_module(f"{__name__}.{RUNTIMES[name]}")

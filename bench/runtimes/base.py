@@ -1,0 +1,106 @@
+"""What every runtime shares: the Variant it runs and the Runner it returns."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pruning import PruneRecipe, apply, bake
+
+__all__ = ["Runner", "RuntimeUnavailable", "TorchRunner", "Variant", "cuda_unavailable", "file_bytes"]
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The runtime cannot run on this device; the message says why."""
+
+
+@dataclass
+class Variant:
+    """A dense model plus one recipe. Each call builds from a fresh dense copy: a masked model
+    cannot be deep-copied, so nothing pruned is ever copied."""
+
+    loaded: "object"  # bench.models.LoadedModel
+    recipe: PruneRecipe
+    inputs: dict[str, torch.Tensor]  # the case's fixed batch
+
+    def masked(self) -> nn.Module:
+        """The variant as torch.nn.utils.prune leaves it (masks and hooks on)."""
+        return apply(self.loaded.fresh(), self.recipe).eval()
+
+    def baked(self) -> nn.Module:
+        """The variant with masks made permanent (plain dense tensors with zeros)."""
+        return bake(self.masked())
+
+
+def cuda_unavailable(device: str) -> str | None:
+    if device == "cuda" and not torch.cuda.is_available():
+        return "CUDA is not available on this machine (torch.cuda.is_available() is False)"
+    return None
+
+
+def file_bytes(path: Path) -> int:
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+class Runner:
+    """A callable that runs the variant on a fixed input batch.
+
+    ``__call__`` runs once (synchronised on CUDA); ``outputs(inputs)`` returns the last hidden state
+    as a CPU fp32 tensor; ``artifact`` is the file or directory the runtime keeps on disk.
+    """
+
+    device: str = "cpu"
+    artifact: Path | None = None
+
+    def __call__(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def outputs(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def artifact_bytes(self) -> int:
+        return file_bytes(self.artifact) if self.artifact else 0
+
+    def timed(self) -> float:
+        """Seconds for one call (CUDA: events after synchronize)."""
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            self()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end) / 1e3
+        t0 = time.perf_counter()
+        self()
+        return time.perf_counter() - t0
+
+
+class TorchRunner(Runner):
+    """Runs an ``nn.Module`` encoder under ``torch.inference_mode``, keyword arguments only."""
+
+    def __init__(self, model: nn.Module, inputs: dict[str, torch.Tensor], device: str, artifact: Path | None = None):
+        self.device = device
+        self.model = model.to(device).eval()
+        self.inputs = {k: v.to(device) for k, v in inputs.items()}
+        self.artifact = artifact
+
+    def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model(**inputs).last_hidden_state
+
+    def __call__(self) -> None:
+        self._forward(self.inputs)
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def outputs(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        inputs = self.inputs if inputs is None else {k: v.to(self.device) for k, v in inputs.items()}
+        return self._forward(inputs).float().cpu()

@@ -1,0 +1,1 @@
+"""pytest-benchmark suites over the plan's cases: ``pytest --pyargs bench.suites``."""

@@ -1,0 +1,13 @@
+"""One test per planned case: equality gate, paired latency (through pytest-benchmark), size,
+memory, quality and FLOPs, all written to the case's Record by the plugin."""
+
+import pytest
+
+
+def test_case(case, benchmark, bench_session, record):
+    bench_session.describe(case, record)
+    reason = bench_session.unavailable(case)
+    if reason:
+        record.reason = reason
+        pytest.skip(reason)
+    bench_session.run(case, record, benchmark)
