@@ -41,7 +41,13 @@ def _load_methods() -> None:
 
 
 def bake(model):
-    """Make prune masks permanent (``prune.remove``)."""
-    from .unstructured import bake as _bake
+    """Make a pruned model permanent: ``prune.remove`` for mask methods, or the method's own bake
+    (structured methods remove the masked heads/neurons physically)."""
+    from .unstructured import bake as _remove_masks
 
-    return _bake(model)
+    recipe = getattr(model, "prunebench_recipe", None)
+    if recipe is not None and recipe.spec.bake is not None:
+        out = recipe.spec.bake(model)
+        out.prunebench_recipe = recipe
+        return out
+    return _remove_masks(model)

@@ -38,6 +38,7 @@ class MethodSpec:
     fixed_sparsity: float | None = None  # e.g. 2:4 is always 0.5
     allocations: tuple[str, ...] = ()
     requires: str | None = None  # optional package the method needs
+    bake: Callable[[nn.Module], nn.Module] | None = None  # make permanent (default: prune.remove)
 
 
 METHODS: dict[str, MethodSpec] = {}
