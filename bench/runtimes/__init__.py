@@ -15,7 +15,8 @@ from .base import Runner, RuntimeUnavailable, TorchRunner, Variant
 
 __all__ = ["RUNTIMES", "Runner", "UnknownRuntime", "RuntimeUnavailable", "TorchRunner", "Variant", "get_runtime", "runtime_names"]
 
-# runtime name -> module under bench.runtimes (add a line to add a runtime)
+# runtime name -> module under bench.runtimes, or an absolute module path for a runtime that lives
+# elsewhere (a plugin, or a test-only runtime); add a line to add a runtime
 RUNTIMES: dict[str, str] = {
     "torch-masked": "torch_masked",
     "torch-dense": "torch_dense",
@@ -35,4 +36,5 @@ def get_runtime(name: str) -> ModuleType:
         near = difflib.get_close_matches(name, list(RUNTIMES), n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         raise UnknownRuntime(f"unknown runtime {name!r}{hint}; use one of {', '.join(RUNTIMES)}")
-    return importlib.import_module(f"{__name__}.{RUNTIMES[name]}")
+    module = RUNTIMES[name]
+    return importlib.import_module(module if "." in module else f"{__name__}.{module}")

@@ -1,0 +1,62 @@
+"""Plans expand into uniquely named cases and refuse bad fields."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.models import ModelError
+from bench.plan import Case, Plan, PlanError, builtin_plan, load_plan, plan_from_dict
+from bench.runtimes import UnknownRuntime
+from pruning import PruneRecipe, RecipeError
+
+
+def test_default_plan_is_the_tutorial_and_what_it_should_have_tried():
+    plan = builtin_plan("default")
+    labels = {c.recipe.label for c in plan.cases}
+    assert {"global-l1[seed]@0.20", "global-l1@0.50", "global-l1@0.90", "local-l1@0.50", "global-random@0.50",
+            "ln-structured@0.50"} <= labels
+    assert {c.runtime for c in plan.cases} >= {"torch-masked", "torch-dense"}
+    assert all((c.batch, c.seq_len, c.device) == (8, 128, "cpu") for c in plan.cases)
+
+
+def test_case_ids_are_readable_and_the_baseline_is_dense_in_the_same_runtime():
+    c = Case("minilm", PruneRecipe("global-l1", 0.5), "torch-dense")
+    assert c.case_id == "minilm/global-l1@0.50/torch-dense/cpu/b8s128"
+    assert c.baseline.case_id == "minilm/dense@0.00/torch-dense/cpu/b8s128"
+
+
+def test_plan_round_trips_through_json(tmp_path):
+    plan = builtin_plan("quick")
+    plan.save(tmp_path / "p.json")
+    assert Plan.load_json(tmp_path / "p.json").cases == plan.cases
+
+
+def test_grid_expansion_and_runtime_restriction():
+    plan = plan_from_dict({"models": ["tiny-bert"], "runtimes": ["torch-masked", "torch-dense"], "batch": [1, 2],
+                           "recipes": [{"method": "global-l1", "sparsity": [0.5, 0.9]},
+                                       {"method": "local-l1", "sparsity": 0.5, "runtimes": ["torch-dense"]}]})
+    assert len(plan.cases) == 2 * 2 * 2 + 1 * 1 * 2
+
+
+@pytest.mark.parametrize("data, err, match", [
+    ({"recipes": [{"method": "global-l1", "sparsity": 1.5}]}, RecipeError, "outside"),
+    ({"recipes": [{"sparsity": 0.5}]}, PlanError, "needs a 'method'"),
+    ({"recipes": [{"method": "global-l1", "amount": 0.5}]}, PlanError, "unknown key"),
+    ({"recipes": [{"method": "global-l1"}], "modles": ["x"]}, PlanError, "unknown plan key"),
+    ({"recipes": [{"method": "global-l1"}], "models": ["nosuch"]}, ModelError, "unknown model"),
+    ({"recipes": [{"method": "global-l1"}], "runtimes": ["tensorrt"]}, UnknownRuntime, "unknown runtime"),
+    ({"recipes": [{"method": "global-l1"}], "batch": [0]}, PlanError, "positive integer"),
+    ({"recipes": [{"method": "global-l1"}], "seq_len": [4096]}, PlanError, "512"),
+    ({"recipes": [{"method": "global-l1"}], "devices": ["tpu"]}, PlanError, "unknown device"),
+    ({"recipes": []}, PlanError, "empty list"),
+])
+def test_bad_plans_are_refused_with_the_field_named(data, err, match):
+    with pytest.raises(err, match=match):
+        plan_from_dict(data)
+
+
+def test_malformed_toml_is_a_plan_error(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text("models = [minilm\n")
+    with pytest.raises(PlanError, match="not valid TOML"):
+        load_plan(p)
