@@ -110,7 +110,9 @@ class Session:
         self.out_dir = Path(out_dir)
         self.run_id = run_id
         self._tmp = Path(tempfile.mkdtemp(prefix="prunebench-"))
-        self._baselines: dict[str, tuple[Runner, object]] = {}
+        self._baselines: dict[str, Runner] = {}
+        self._base_size: dict[str, object] = {}
+        self._masked: tuple[tuple, torch.nn.Module] | None = None
         self._reference: dict[tuple, torch.Tensor] = {}
         self._embeddings: dict[tuple, torch.Tensor] = {}
         self._dense_macs: dict[tuple, int] = {}
@@ -125,28 +127,41 @@ class Session:
         return d
 
     # -- shared, cached pieces --------------------------------------------------------------
-    def baseline(self, case: Case) -> tuple[Runner, object]:
-        """The prepared baseline runner and its size, cached per baseline case."""
+    def baseline(self, case: Case) -> Runner:
+        """The prepared baseline runner, cached per baseline case."""
         base = case.baseline
         if base.case_id not in self._baselines:
-            runner = build_runner(base, self.workdir(base))
-            self._baselines[base.case_id] = (runner, measure_size(runner.artifact))
+            self._baselines[base.case_id] = build_runner(base, self.workdir(base))
         return self._baselines[base.case_id]
+
+    def _baseline_size(self, case: Case):
+        base = case.baseline
+        if base.case_id not in self._base_size:
+            self._base_size[base.case_id] = measure_size(self.baseline(case).artifact)
+        return self._base_size[base.case_id]
+
+    def masked(self, model: str, recipe: PruneRecipe) -> torch.nn.Module:
+        """The torch-masked variant, kept for the cases of one recipe (reference outputs, quality)."""
+        key = (model, recipe)
+        if self._masked is None or self._masked[0] != key:
+            self._masked = None
+            self._masked = (key, Variant(get_model(model), recipe, {}).masked())
+        return self._masked[1]
 
     def reference(self, case: Case) -> torch.Tensor:
         """torch-masked outputs of the case's variant on its fixed batch (the equality reference)."""
         key = (case.model, case.recipe, case.batch, case.seq_len)
         if key not in self._reference:
-            v = _variant(case)
+            inputs = get_model(case.model).batch(case.batch, case.seq_len)
             with torch.inference_mode():
-                self._reference[key] = v.masked()(**v.inputs).last_hidden_state.float()
+                self._reference[key] = self.masked(case.model, case.recipe)(**inputs).last_hidden_state.float()
         return self._reference[key]
 
     def embeddings(self, model: str, recipe: PruneRecipe) -> torch.Tensor:
         key = (model, recipe)
         if key not in self._embeddings:
             loaded = get_model(model)
-            net = Variant(loaded, recipe, {}).masked()
+            net = self.masked(model, recipe)
             with torch.inference_mode():
                 self._embeddings[key] = embed(lambda x: net(**x).last_hidden_state, loaded.quality_batches())
         return self._embeddings[key]
@@ -201,24 +216,25 @@ class Session:
         if not rec.max_abs_diff <= rec.tolerance:
             raise EqualityError(f"{case.runtime} outputs differ from torch-masked: max abs diff {rec.max_abs_diff:.3g} > tolerance {rec.tolerance:.1g} (shapes {tuple(out.shape)} vs {tuple(ref.shape)})")
 
-        base_runner, base_size = self.baseline(case)
-        lat = measure_paired(runner.timed, base_runner.timed, target=self.plan.ci_target, time_cap_s=self.plan.time_cap_s,
+        lat = measure_paired(runner.timed, self.baseline(case).timed, target=self.plan.ci_target, time_cap_s=self.plan.time_cap_s,
                              warmup=self.plan.warmup, min_rounds=self.plan.min_rounds, benchmark=benchmark)
         self._latency(rec, lat)
 
-        # size, memory and quality do not time anything: run them side by side
+        # size, memory and quality time nothing: run them side by side
         with ThreadPoolExecutor(max_workers=2) as pool:
             size_f = pool.submit(measure_size, runner.artifact)
+            base_size_f = pool.submit(self._baseline_size, case)
             mem_f = pool.submit(measure_memory, case.to_dict(), self.workdir(case)) if self.plan.memory else None
+            base_mem_f = pool.submit(self._memory_baseline, case) if self.plan.memory else None
             if self.plan.quality:
                 q = fidelity(self.embeddings(case.model, PruneRecipe("dense")), self.embeddings(case.model, case.recipe))
                 rec.quality_cosine, rec.quality_knn_agreement = round(q.cosine, 6), round(q.knn_agreement, 6)
-            size = size_f.result()
+            size, base_size = size_f.result(), base_size_f.result()
             rec.size_bytes, rec.size_compressed_bytes = size.raw_bytes, size.compressed_bytes
             rec.size_ratio = size.raw_bytes / base_size.raw_bytes
             rec.size_compressed_ratio = size.compressed_bytes / base_size.raw_bytes
             if mem_f is not None:
-                mem, base = mem_f.result(), self._memory_baseline(case)
+                mem, base = mem_f.result(), base_mem_f.result()
                 rec.peak_mem_mb, rec.peak_mem_floor_mb = round(mem.peak_mb, 1), round(mem.floor_mb, 1)
                 rec.peak_mem_model_mb = round(mem.model_mb, 1)
                 rec.mem_ratio = mem.model_mb / base.model_mb if base.model_mb > 0 else None
