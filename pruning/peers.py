@@ -39,6 +39,35 @@ def _example_inputs(model: nn.Module, seq_len: int = 8) -> dict[str, torch.Tenso
     return inputs
 
 
+def _normal_tensors(model: nn.Module) -> None:
+    """Replace inference tensors (a model copied under ``torch.inference_mode``) by normal ones, which autograd can trace."""
+    for mod in model.modules():
+        for name, p in mod._parameters.items():
+            if p is not None and p.is_inference():
+                mod._parameters[name] = nn.Parameter(p.detach().clone(), requires_grad=True)
+        for name, b in mod._buffers.items():
+            if b is not None and b.is_inference():
+                mod._buffers[name] = b.clone()
+
+
+def _pruner(tp, model, importance, recipe, ffn_ratio, num_heads, head_ratio, ignored):
+    """Torch-Pruning's MetaPruner set to remove whole heads (not head dims) and the given FFN fractions."""
+    return tp.pruner.MetaPruner(
+        model,
+        _example_inputs(model),
+        importance=importance,
+        pruning_ratio=recipe.sparsity,  # only gates the attention groups; heads use head_pruning_ratio_dict
+        pruning_ratio_dict=ffn_ratio,
+        num_heads=num_heads,
+        prune_num_heads=True,
+        prune_head_dims=False,
+        head_pruning_ratio=recipe.sparsity,
+        head_pruning_ratio_dict=head_ratio,
+        ignored_layers=ignored,
+        output_transform=lambda out: out.last_hidden_state,
+    )
+
+
 @register_method(
     "torch-pruning",
     pattern="heads+ffn",
@@ -72,21 +101,11 @@ def _torch_pruning(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
             ffn_ratio[ffn.inp] = max(ffn.neurons - f - 0.5, 0.0) / ffn.neurons
         # ignoring the embeddings freezes the hidden-size group (it runs through every residual)
         ignored = list(t.embeddings) + [m for n, m in model.named_children() if n == "pooler" and m is not None]
-        pruner = tp.pruner.MetaPruner(
-            model,
-            _example_inputs(model),
-            importance=importance,
-            pruning_ratio=recipe.sparsity,  # only gates the attention groups; heads use head_pruning_ratio_dict
-            pruning_ratio_dict=ffn_ratio,
-            num_heads=num_heads,
-            prune_num_heads=True,
-            prune_head_dims=False,
-            head_pruning_ratio=recipe.sparsity,
-            head_pruning_ratio_dict=head_ratio,
-            ignored_layers=ignored,
-            output_transform=lambda out: out.last_hidden_state,
-        )
-        pruner.step()
+        # Torch-Pruning traces autograd: leave any inference_mode/no_grad the caller runs under
+        with torch.inference_mode(False), torch.enable_grad():
+            _normal_tensors(model)
+            pruner = _pruner(tp, model, importance, recipe, ffn_ratio, num_heads, head_ratio, ignored)
+            pruner.step()
         for att in discover(model).attention:
             set_head_count(att.module, att.query.out_features // att.head_size, att.head_size)
     after = discover(model)
