@@ -8,7 +8,6 @@ import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -106,7 +105,7 @@ def test_uniform_allocation_keeps_exact_counts_in_every_layer(models, arch, spar
 def test_global_allocation_ranks_across_layers_and_keeps_one_head_per_layer(models):
     model = models["tiny-bert"].fresh()
     t = discover(model)
-    with torch.no_grad():  # every head of layer 0 is weaker than every head of layer 1
+    with torch.no_grad():  # layer 0's heads are weaker than layer 1's, layer 1's neurons weaker than layer 0's
         for lin in (t.attention[0].query, t.attention[0].key, t.attention[0].value, t.attention[0].output):
             lin.weight.mul_(1e-3)
         t.ffn[1].inp.weight.mul_(1e-3)
@@ -142,9 +141,10 @@ def test_structured_sparsity_is_the_fraction_of_groups_removed(models):
     loaded = models["tiny-bert"]
     assert removed_fraction(apply(loaded.fresh(), PruneRecipe("heads", 0.25))) == pytest.approx(0.25)
     assert removed_fraction(bake(apply(loaded.fresh(), PruneRecipe("ffn", 0.25)))) == pytest.approx(0.25)
-    # heads+ffn: mean of the two fractions (heads 1/4 and neurons 16/64 per layer here)
     shapes = layer_shapes(bake(apply(loaded.fresh(), PruneRecipe("heads+ffn", 0.25))))
     assert [(s["num_heads"], s["dense_num_heads"], s["ffn_size"], s["dense_ffn_size"]) for s in shapes] == [(3, 4, 48, 64)] * 2
+    # heads+ffn counts each kind equally: at 0.99 each layer keeps 1 of 4 heads (0.75) and 1 of 64 neurons (63/64)
+    assert removed_fraction(bake(apply(loaded.fresh(), PruneRecipe("heads+ffn", 0.99)))) == pytest.approx((0.75 + 63 / 64) / 2)
 
 
 def test_flops_of_a_shrunk_model_match_a_hand_count(models):
