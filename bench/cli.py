@@ -1,4 +1,4 @@
-"""``prunebench run | report | list``: the command line.
+"""``prunebench run | report | prune | list``: the command line.
 
 Exit codes: 0 done; 1 a case failed (or a regression); 2 bad input, one line naming the problem and
 the fix, no traceback.
@@ -70,6 +70,16 @@ def _parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="regenerate report.md of a run from its records")
     rp.add_argument("run_dir")
+
+    pr = sub.add_parser("prune", help="prune a model and save it (structured methods save the shrunk model)")
+    pr.add_argument("--model", required=True, help="model name or HF directory")
+    pr.add_argument("--method", required=True, help="pruning method (see `prunebench list`)")
+    pr.add_argument("--sparsity", type=float, required=True, help="fraction removed, e.g. 0.5")
+    pr.add_argument("--norm", help="importance norm (method-dependent): l1 | l2 | random")
+    pr.add_argument("--allocation", help="structured methods: uniform | global")
+    pr.add_argument("--seed", type=int, default=0, help="seed for random methods")
+    pr.add_argument("--out", required=True, help="directory to write (must not hold a model yet)")
+    pr.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors", help="file format")
 
     sub.add_parser("list", help="models, methods, runtimes, and why any is unavailable here")
     return p
@@ -162,6 +172,34 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(a: argparse.Namespace) -> int:
+    from bench.models import load_model
+    from pruning import PruneRecipe, apply, bake
+    from pruning.structured import layer_shapes, save_pruned
+
+    recipe = PruneRecipe(a.method, a.sparsity, norm=a.norm, allocation=a.allocation, seed=a.seed)
+    if a.format == "onnx":
+        raise UsageError("--format onnx is not available until the onnxruntime runtime lands; use --format safetensors")
+    out = Path(a.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{out} already exists and is not an empty directory; pass a new --out directory")
+    if recipe.spec.requires:
+        import importlib.util
+
+        if importlib.util.find_spec(recipe.spec.requires) is None:
+            raise UsageError(f"method {recipe.method} needs the optional package {recipe.spec.requires!r}; pip install 'prunebench[peers]'")
+    loaded = load_model(a.model)
+    model = bake(apply(loaded.fresh(), recipe))
+    save_pruned(model, out, loaded.tokenizer, weights=loaded.weights)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"prunebench: {recipe.label} of {loaded.name}: {params:,} params ({params / loaded.params:.2f}x dense) -> {out}")
+    if recipe.spec.structured:
+        shapes = layer_shapes(model)
+        print("  heads per layer: " + " ".join(str(s["num_heads"]) for s in shapes))
+        print("  FFN size per layer: " + " ".join(str(s["ffn_size"]) for s in shapes))
+    return 0
+
+
 def cmd_list(a: argparse.Namespace) -> int:
     import importlib.util
 
@@ -189,7 +227,7 @@ def cmd_list(a: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list}
+_COMMANDS = {"run": cmd_run, "report": cmd_report, "prune": cmd_prune, "list": cmd_list}
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:

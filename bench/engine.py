@@ -206,7 +206,12 @@ class Session:
         variant = _variant(case).masked() if model is None else model
         rec.params = sum(p.numel() for p in variant.parameters())
         scope = case.recipe.scope if case.recipe.spec.scoped else "linear"
-        rec.sparsity_actual = round(sparsity_of(scope_params(variant, scope)), 6)
+        if case.recipe.spec.structured:  # the fraction of heads / FFN neurons removed, not of weights
+            from pruning.structured import removed_fraction
+
+            rec.sparsity_actual = round(removed_fraction(variant), 6)
+        else:
+            rec.sparsity_actual = round(sparsity_of(scope_params(variant, scope)), 6)
         rec.flops_ratio = macs(variant, case.batch, case.seq_len) / self._dense(case)
 
         # equality before speed

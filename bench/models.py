@@ -163,6 +163,9 @@ def _from_dir(name: str, path: Path, weights: str) -> LoadedModel:
             model = AutoModel.from_pretrained(str(path), config=config)
     except (OSError, RuntimeError, ValueError) as exc:
         raise ModelError(f"weights in {path} do not load into its config ({str(exc).splitlines()[0][:160]}); re-save the model") from exc
+    block = getattr(config, "prunebench", None)  # a `prunebench prune` dir says whose weights it holds
+    if isinstance(block, dict) and block.get("weights") in ("pretrained", "random-init"):
+        weights = block["weights"]
     tok_dir = path if (path / "tokenizer_config.json").is_file() or (path / "tokenizer.json").is_file() else None
     arch = getattr(config, "model_type", "unknown")
     return LoadedModel(name, arch, weights, model, _tokenizer(tok_dir), str(path))

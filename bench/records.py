@@ -44,6 +44,9 @@ class Record:
     allocation: str | None = None
     recipe: str | None = None  # the recipe's label, e.g. global-l1[seed]@0.20
     sparsity_target: float | None = None
+    # fraction of the scope's weights that are zero; for structured methods (heads, ffn, heads+ffn, peers)
+    # the fraction of heads / FFN neurons removed (heads+ffn: mean of the two);
+    # params counts what the runtime runs (torch-dense: the shrunk model; torch-masked: the full one)
     sparsity_actual: float | None = None
     runtime: str | None = None
     device: str | None = None

@@ -121,6 +121,32 @@ def _claim(df: pd.DataFrame) -> list[str]:
     return out
 
 
+def _structured_section(df: pd.DataFrame) -> list[str]:
+    """Structured methods (heads/FFN removed) and peers side by side, against the FLOP limit."""
+    if "pattern" not in df:
+        return []
+    g = df[df["pattern"].isin(["heads", "ffn", "heads+ffn"])]
+    if not len(g):
+        return []
+    rows, lines = [], ["## Structured pruning against the FLOP limit", ""]
+    for r in g.sort_values(["model", "sparsity_target", "recipe", "runtime"], kind="stable").to_dict("records"):
+        rows.append({"model": r.get("model"), "variant": r.get("recipe"), "runtime": r.get("runtime"),
+                     "status": r.get("status") if r.get("status") == "ok" else f"**{r.get('status')}**",
+                     "params (M)": _fmt((r.get("params") or float("nan")) / 1e6), "latency ratio [95% CI]": _ci(r),
+                     "FLOP ratio": _fmt(r.get("flops_ratio")), "efficiency": _fmt(r.get("efficiency")),
+                     "cosine to dense": _fmt(r.get("quality_cosine"), ".3f"), "note": "" if r.get("status") == "ok" else str(r.get("reason") or r.get("error") or "")})
+        if r.get("method") == "heads+ffn" and r.get("status") == "ok" and _num(r.get("efficiency")) and r.get("runtime") != "torch-masked":
+            eff = r["efficiency"]
+            lines.append(f"- **{r['recipe']}** on {r['runtime']} ({r['model']}): latency {r['latency_ratio']:.2f}x dense at a FLOP ratio "
+                         f"of {r['flops_ratio']:.2f}, so efficiency (FLOP ratio / latency ratio) is **{eff:.2f}**: "
+                         + ("within 10% of the FLOP limit." if eff >= 0.9 else "further than 10% from the FLOP limit."))
+    lines += ["", "The `torch-pruning` peer is given the per-layer head and neuron counts that `heads+ffn` (uniform) keeps at "
+              "the same sparsity, so their shrunk parameter counts match and they differ only in which heads and neurons go. "
+              "torch-masked rows keep the masked heads/neurons (full size) and show what masking alone buys.", "",
+              pd.DataFrame(rows).to_markdown(index=False), ""]
+    return lines
+
+
 def render(records: list[dict], run_dir: Path | None = None, command: str | None = None) -> str:
     df = frame(records)
     env = records[0].get("env", {}) if records else {}
@@ -141,6 +167,7 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
               "Memory: peak RSS while serving in a fresh process; the ratio compares the part above the bare "
               "process (libraries imported). Quality = mean cosine of mean-pooled embeddings to the dense model "
               "and top-10 neighbour agreement, on the bundled sentence set; efficiency = FLOP ratio / latency ratio.", ""]
+    lines += _structured_section(df)
     for model, g in df.groupby("model", sort=False):
         w = g["weights"].dropna().unique() if "weights" in g else []
         note = " (random-init weights: quality figures are not meaningful)" if "random-init" in list(w) else ""

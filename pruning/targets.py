@@ -1,14 +1,17 @@
 """Discover the prunable parts of any Hugging Face encoder from its module structure.
 
 No per-architecture parameter lists: the encoder's layer stack is the longest ``nn.ModuleList`` of
-identical blocks holding ``nn.Linear`` layers; inside a block, the attention projections are the
-square (hidden -> hidden) Linears that share a parent (query, key, value, in that order), the
-attention output is the remaining square Linear, and the FFN is the hidden -> intermediate /
-intermediate -> hidden pair. This finds BERT, MiniLM, DistilBERT, RoBERTa, ELECTRA and kin.
+identical blocks holding ``nn.Linear`` layers; inside a block, query, key and value are three sibling
+Linears reading the hidden state with equal widths (hidden -> heads x head_size), the attention
+output maps that width back to hidden (the candidate nearest to query in the module tree), and the
+FFN is the remaining hidden -> intermediate / intermediate -> hidden pair. Widths are not assumed to
+equal hidden, so models whose heads or FFN neurons were removed are found too. This finds BERT,
+MiniLM, DistilBERT, RoBERTa, ELECTRA and kin.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 
@@ -120,32 +123,55 @@ def _pick_qkv(names: list[str]) -> list[int]:
     return order
 
 
+def _common_prefix(a: str, b: str) -> int:
+    """How many leading module-path components two dotted names share."""
+    n = 0
+    for x, y in zip(a.split("."), b.split(".")):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _find_qkv(idx: int, linears: list[tuple[str, nn.Linear]], hidden: int) -> list[int]:
+    """Indices (into ``linears``) of query, key, value: three siblings reading hidden, equal widths."""
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, (n, m) in enumerate(linears):
+        if m.in_features == hidden:
+            groups.setdefault((n.rpartition(".")[0], m.out_features), []).append(i)
+    group = next((ix for ix in groups.values() if len(ix) >= 3), None)
+    if group is None:
+        raise TargetError(f"layer {idx}: no three sibling projections of the hidden state with equal widths (query, key, value)")
+    return [group[j] for j in _pick_qkv([linears[i][0] for i in group])]
+
+
 def _split_layer(idx: int, block: nn.Module, hidden: int) -> tuple[AttentionBlock, FFNBlock]:
     linears = [(n, m) for n, m in block.named_modules() if isinstance(m, nn.Linear)]
-    square = [(n, m) for n, m in linears if m.in_features == hidden and m.out_features == hidden]
-    up = [(n, m) for n, m in linears if m.in_features == hidden and m.out_features != hidden]
-    down = [(n, m) for n, m in linears if m.out_features == hidden and m.in_features != hidden]
-    if len(square) != 4 or len(up) != 1 or len(down) != 1:
+    linears = [(n, m) for n, m in linears if hidden in (m.in_features, m.out_features)]
+    qkv_idx = _find_qkv(idx, linears, hidden)
+    q_name, q = linears[qkv_idx[0]]
+    rest = [i for i in range(len(linears)) if i not in qkv_idx]
+    if len(rest) != 3:
         raise TargetError(
-            f"layer {idx} ({type(block).__name__}) has {len(square)} square, {len(up)} up and {len(down)} down "
-            "Linear layers; prunebench expects separate q/k/v/output projections and one FFN pair "
+            f"layer {idx} ({type(block).__name__}) has {len(linears)} Linear layers touching the hidden size; "
+            "prunebench expects separate q/k/v/output projections and one FFN pair "
             "(fused QKV or gated FFNs are not supported yet)"
         )
-    parents: dict[str, list[int]] = {}
-    for i, (n, _) in enumerate(square):
-        parents.setdefault(n.rpartition(".")[0], []).append(i)
-    group = next((ix for ix in parents.values() if len(ix) >= 3), None)
-    if group is None:
-        raise TargetError(f"layer {idx}: no three sibling hidden->hidden projections (query, key, value)")
-    qkv_idx = [group[j] for j in _pick_qkv([square[i][0] for i in group])]
-    out_idx = next(i for i in range(4) if i not in qkv_idx)
-    q, k, v = (square[i][1] for i in qkv_idx)
-    parent_name = square[qkv_idx[0]][0].rpartition(".")[0]
+    found = []
+    for o, u, d in itertools.permutations(rest):
+        out, up, down = linears[o][1], linears[u][1], linears[d][1]
+        if (out.in_features == q.out_features and out.out_features == hidden and up.in_features == hidden
+                and down.out_features == hidden and up.out_features == down.in_features and u < d):
+            found.append((-_common_prefix(q_name, linears[o][0]), o, u, d))
+    if not found:
+        widths = ", ".join(f"{linears[i][0]} {linears[i][1].in_features}->{linears[i][1].out_features}" for i in rest)
+        raise TargetError(f"layer {idx}: no attention output ({q.out_features}->{hidden}) and FFN pair among {widths}")
+    _, o, u, d = min(found)
+    parent_name = q_name.rpartition(".")[0]
     holder = block.get_submodule(parent_name) if parent_name else block
-    att = AttentionBlock(idx, holder, q, k, v, square[out_idx][1])
-    if up[0][1].out_features != down[0][1].in_features:
-        raise TargetError(f"layer {idx}: FFN widths differ ({up[0][1].out_features} vs {down[0][1].in_features})")
-    return att, FFNBlock(idx, up[0][1], down[0][1])
+    key, value = (linears[i][1] for i in qkv_idx[1:])
+    att = AttentionBlock(idx, holder, q, key, value, linears[o][1])
+    return att, FFNBlock(idx, linears[u][1], linears[d][1])
 
 
 def discover(model: nn.Module) -> EncoderTargets:

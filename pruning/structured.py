@@ -1,0 +1,307 @@
+"""Structured pruning: remove whole attention heads and FFN neurons, so the matrices really shrink.
+
+``apply`` masks the chosen heads (q/k/v rows and biases, output-projection columns) and FFN neurons
+(input row and bias, output column) with ``torch.nn.utils.prune``, which buys nothing at run time;
+``bake`` then removes them physically: the Linears are sliced and each attention module's head count
+is set (head size unchanged), so transformers' ``.view(..., -1, head_size)`` sees fewer heads.
+Sparsity is the fraction of heads / neurons removed; every layer keeps at least one of each.
+``save_pruned`` / ``load_pruned`` write and read a directory whose config.json records per-layer
+head indices and counts and FFN sizes (a ``prunebench`` block) beside model.safetensors.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from .recipe import PruneRecipe, RecipeError, register_method
+from .targets import AttentionBlock, EncoderTargets, FFNBlock, discover
+
+__all__ = ["FORMAT", "bake", "layer_shapes", "load_pruned", "removal_counts", "removed_fraction", "save_pruned", "set_head_count", "shrink_layer"]
+
+log = logging.getLogger("pruning.structured")
+
+FORMAT = 1  # version of the ``prunebench`` block in config.json
+_HEAD_COUNT_ATTRS = ("num_attention_heads", "n_heads", "num_heads")
+
+
+# -- importance and allocation ---------------------------------------------------------------
+def _head_scores(att: AttentionBlock, norm: str, gen: torch.Generator) -> torch.Tensor:
+    """One score per head: the norm of its q/k/v weight rows and output-projection columns."""
+    n, d = att.num_heads, att.head_size
+    if norm == "random":
+        return torch.rand(n, generator=gen)
+    rows = torch.cat([lin.weight.detach().reshape(n, -1) for lin in (att.query, att.key, att.value)], dim=1)
+    cols = att.output.weight.detach().reshape(att.output.out_features, n, d).transpose(0, 1).reshape(n, -1)
+    return _norm(torch.cat([rows, cols], dim=1), norm)
+
+
+def _neuron_scores(ffn: FFNBlock, norm: str, gen: torch.Generator) -> torch.Tensor:
+    """One score per FFN neuron: the norm of its input row and output column."""
+    if norm == "random":
+        return torch.rand(ffn.neurons, generator=gen)
+    w = torch.cat([ffn.inp.weight.detach(), ffn.out.weight.detach().t()], dim=1)
+    return _norm(w, norm)
+
+
+def _norm(w: torch.Tensor, norm: str) -> torch.Tensor:
+    w = w.float()
+    return w.abs().sum(dim=1) if norm == "l1" else w.pow(2).sum(dim=1).sqrt()
+
+
+def _allocate(scores: list[torch.Tensor], sparsity: float, allocation: str) -> list[list[int]]:
+    """Kept indices per layer. ``uniform``: remove ``round(s * n)`` of each layer; ``global``: remove
+    ``round(s * total)`` lowest-scored across layers. Either way every layer keeps at least one."""
+    removed: list[set[int]] = [set() for _ in scores]
+    if allocation == "uniform":
+        for i, s in enumerate(scores):
+            r = min(round(sparsity * len(s)), len(s) - 1)
+            removed[i] = set(torch.argsort(s, stable=True)[:r].tolist())
+    elif allocation == "global":
+        total = sum(len(s) for s in scores)
+        target = round(sparsity * total)
+        order = sorted((float(v), layer, j) for layer, s in enumerate(scores) for j, v in enumerate(s.tolist()))
+        left = [len(s) for s in scores]
+        n = 0
+        for _, layer, j in order:
+            if n >= target:
+                break
+            if left[layer] > 1:
+                removed[layer].add(j)
+                left[layer] -= 1
+                n += 1
+        if n < target:
+            log.warning("global allocation removed %d of %d requested groups: every layer keeps one", n, target)
+    else:
+        raise RecipeError(f"unknown allocation {allocation!r}; choose uniform or global")
+    return [[j for j in range(len(s)) if j not in removed[i]] for i, s in enumerate(scores)]
+
+
+def removal_counts(t: EncoderTargets, sparsity: float, kinds: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Per layer, how many (heads, neurons) a uniform recipe keeps: what the Torch-Pruning peer targets."""
+    keep = []
+    for att, ffn in zip(t.attention, t.ffn):
+        h, f = att.num_heads, ffn.neurons
+        if "heads" in kinds:
+            h -= min(round(sparsity * h), h - 1)
+        if "ffn" in kinds:
+            f -= min(round(sparsity * f), f - 1)
+        keep.append((h, f))
+    return keep
+
+
+# -- masking (apply) ---------------------------------------------------------------------------
+def _mask(module: nn.Linear, keep: torch.Tensor, dim: int) -> None:
+    """Mask rows (dim 0, with the bias) or columns (dim 1) of a Linear where ``keep`` is False."""
+    w = module.weight
+    k = keep.to(device=w.device, dtype=w.dtype)
+    prune.custom_from_mask(module, "weight", torch.ones_like(w) * (k[:, None] if dim == 0 else k[None, :]))
+    if dim == 0 and module.bias is not None:
+        prune.custom_from_mask(module, "bias", k.clone())
+
+
+def _keep_vector(kept: list[int], n: int, size: int = 1) -> torch.Tensor:
+    keep = torch.zeros(n, dtype=torch.bool)
+    keep[kept] = True
+    return keep.repeat_interleave(size)
+
+
+def _prune(model: nn.Module, recipe: PruneRecipe, kinds: tuple[str, ...]) -> nn.Module:
+    t = discover(model)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    if "heads" in kinds:
+        kept = _allocate([_head_scores(a, recipe.norm, gen) for a in t.attention], recipe.sparsity, recipe.allocation)
+        for att, k in zip(t.attention, kept):
+            rows = _keep_vector(k, att.num_heads, att.head_size)
+            for lin in (att.query, att.key, att.value):
+                _mask(lin, rows, 0)
+            _mask(att.output, rows, 1)
+    if "ffn" in kinds:
+        kept = _allocate([_neuron_scores(f, recipe.norm, gen) for f in t.ffn], recipe.sparsity, recipe.allocation)
+        for ffn, k in zip(t.ffn, kept):
+            rows = _keep_vector(k, ffn.neurons)
+            _mask(ffn.inp, rows, 0)
+            _mask(ffn.out, rows, 1)
+    return model
+
+
+# -- what a model keeps ------------------------------------------------------------------------
+def _kept_from_masks(t: EncoderTargets) -> list[tuple[list[int], list[int]]] | None:
+    """Per layer (kept head indices, kept neuron indices) read off the prune masks, or None if unmasked."""
+    out, masked = [], False
+    for att, ffn in zip(t.attention, t.ffn):
+        heads = list(range(att.num_heads))
+        qmask = getattr(att.query, "weight_mask", None)
+        if qmask is not None:
+            masked = True
+            heads = [h for h in heads if bool(qmask.reshape(att.num_heads, -1)[h].any())]
+        neurons = list(range(ffn.neurons))
+        fmask = getattr(ffn.inp, "weight_mask", None)
+        if fmask is not None:
+            masked = True
+            neurons = [j for j in neurons if bool(fmask[j].any())]
+        out.append((heads, neurons))
+    return out if masked else None
+
+
+def layer_shapes(model: nn.Module) -> list[dict]:
+    """Per layer: kept heads (count and indices) and FFN size, against the counts before pruning.
+
+    Read off the masks of a masked model; for a shrunk model, from what ``bake``/``load_pruned``
+    recorded (``model.prunebench_structure``); otherwise the model's own, unpruned, shapes.
+    """
+    t = discover(model)
+    kept = _kept_from_masks(t)
+    if kept is not None:
+        return [dict(num_heads=len(h), head_indices=h, ffn_size=len(f), dense_num_heads=a.num_heads, dense_ffn_size=ff.neurons)
+                for (h, f), a, ff in zip(kept, t.attention, t.ffn)]
+    recorded = getattr(model, "prunebench_structure", None)
+    if recorded is not None:
+        return [dict(x) for x in recorded]
+    return [dict(num_heads=a.num_heads, head_indices=list(range(a.num_heads)), ffn_size=f.neurons,
+                 dense_num_heads=a.num_heads, dense_ffn_size=f.neurons) for a, f in zip(t.attention, t.ffn)]
+
+
+def removed_fraction(model: nn.Module, kinds: tuple[str, ...] | None = None) -> float:
+    """The sparsity a structured recipe achieved: the fraction of heads and/or FFN neurons removed.
+
+    With both kinds (``heads+ffn``) it is the mean of the two fractions, so heads count as much as
+    neurons although neurons outnumber them. ``kinds`` defaults to the model's recipe pattern.
+    """
+    if kinds is None:
+        recipe = getattr(model, "prunebench_recipe", None)
+        kinds = tuple(recipe.spec.pattern.split("+")) if recipe is not None else ("heads", "ffn")
+    shapes = layer_shapes(model)
+    fractions = []
+    if "heads" in kinds:
+        fractions.append(1 - sum(s["num_heads"] for s in shapes) / sum(s["dense_num_heads"] for s in shapes))
+    if "ffn" in kinds:
+        fractions.append(1 - sum(s["ffn_size"] for s in shapes) / sum(s["dense_ffn_size"] for s in shapes))
+    return sum(fractions) / len(fractions) if fractions else 0.0
+
+
+# -- physical removal (bake) -------------------------------------------------------------------
+def _slice(lin: nn.Linear, idx: torch.Tensor, dim: int) -> None:
+    """Keep rows (dim 0, with the bias) or columns (dim 1) ``idx`` of a Linear, in place."""
+    idx = idx.to(lin.weight.device)
+    lin.weight = nn.Parameter(lin.weight.detach().index_select(dim, idx).clone(), requires_grad=lin.weight.requires_grad)
+    if dim == 0:
+        if lin.bias is not None:
+            lin.bias = nn.Parameter(lin.bias.detach()[idx].clone(), requires_grad=lin.bias.requires_grad)
+        lin.out_features = len(idx)
+    else:
+        lin.in_features = len(idx)
+
+
+def set_head_count(module: nn.Module, heads: int, head_size: int) -> None:
+    """Tell an attention module it has ``heads`` heads (head-count attributes, ``all_head_size``)."""
+    for name in _HEAD_COUNT_ATTRS:
+        if isinstance(getattr(module, name, None), int):
+            setattr(module, name, heads)
+    if isinstance(getattr(module, "all_head_size", None), int):
+        module.all_head_size = heads * head_size
+
+
+def shrink_layer(att: AttentionBlock, ffn: FFNBlock, heads: list[int], neurons: list[int]) -> None:
+    """Physically keep only ``heads`` of the attention and ``neurons`` of the FFN of one layer."""
+    if not heads or not neurons:
+        raise RecipeError(f"layer {att.layer} would keep no head or no FFN neuron; every layer keeps at least one")
+    d = att.head_size
+    if len(heads) != att.num_heads:
+        rows = torch.tensor([h * d + i for h in heads for i in range(d)], dtype=torch.long)
+        for lin in (att.query, att.key, att.value):
+            _slice(lin, rows, 0)
+        _slice(att.output, rows, 1)
+        set_head_count(att.module, len(heads), d)
+    if len(neurons) != ffn.neurons:
+        idx = torch.tensor(neurons, dtype=torch.long)
+        _slice(ffn.inp, idx, 0)
+        _slice(ffn.out, idx, 1)
+
+
+def bake(model: nn.Module) -> nn.Module:
+    """Remove the masked heads and neurons physically; the result computes what the masked model did."""
+    from .unstructured import bake as remove_masks
+
+    shapes = layer_shapes(model)
+    t = discover(model)
+    kept = _kept_from_masks(t) or [(list(range(a.num_heads)), list(range(f.neurons))) for a, f in zip(t.attention, t.ffn)]
+    remove_masks(model)
+    for att, ffn, (heads, neurons) in zip(t.attention, t.ffn, kept):
+        shrink_layer(att, ffn, heads, neurons)
+    model.prunebench_structure = shapes
+    return model
+
+
+_COMMON = dict(norms=("l1", "l2", "random"), default_norm="l1", allocations=("uniform", "global"), scoped=False,
+               structured=True, bake=bake)
+
+
+@register_method("heads", pattern="heads", help="whole attention heads by L1/L2 norm of q/k/v rows + output columns; removed on bake", **_COMMON)
+def _heads(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
+    return _prune(model, recipe, ("heads",))
+
+
+@register_method("ffn", pattern="ffn", help="whole FFN neurons by L1/L2 norm of input row + output column; removed on bake", **_COMMON)
+def _ffn(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
+    return _prune(model, recipe, ("ffn",))
+
+
+@register_method("heads+ffn", pattern="heads+ffn", help="attention heads and FFN neurons together (the same fraction of each); removed on bake", **_COMMON)
+def _heads_ffn(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
+    return _prune(model, recipe, ("heads", "ffn"))
+
+
+# -- save and reload ---------------------------------------------------------------------------
+def save_pruned(model: nn.Module, out: Path | str, tokenizer=None, weights: str | None = None) -> Path:
+    """Write ``model`` (shrunk or not) as model.safetensors + config.json with a ``prunebench`` block
+    (recipe, ``weights``: pretrained | random-init, and for structured recipes the per-layer shapes)."""
+    out = Path(out)
+    recipe = getattr(model, "prunebench_recipe", None)
+    block: dict = {"format": FORMAT, "recipe": recipe.to_dict() if recipe is not None else None, "weights": weights}
+    if recipe is not None and recipe.spec.structured:
+        block["layers"] = layer_shapes(model)
+    model.config.prunebench = block
+    try:
+        model.save_pretrained(str(out))
+    finally:
+        del model.config.prunebench
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out))
+    return out
+
+
+def load_pruned(path: Path | str, config) -> nn.Module | None:
+    """Rebuild a structured checkpoint written by ``save_pruned``: the config's architecture with each
+    layer cut to its recorded head count and FFN size, then its weights. None if ``path`` is not one."""
+    block = getattr(config, "prunebench", None)
+    if not isinstance(block, dict) or not block.get("layers"):
+        return None
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    if block.get("format") != FORMAT:
+        raise ValueError(f"{path}: prunebench block format {block.get('format')!r} is not {FORMAT}; re-save with this prunebench")
+    layers = block["layers"]
+    model = AutoModel.from_config(config)
+    t = discover(model)
+    if len(layers) != len(t.attention):
+        raise ValueError(f"{path}: config.json records {len(layers)} pruned layers but the architecture has {len(t.attention)}")
+    for att, ffn, s in zip(t.attention, t.ffn, layers):
+        shrink_layer(att, ffn, list(range(int(s["num_heads"]))), list(range(int(s["ffn_size"]))))
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        raise OSError(f"{path} has no *.safetensors weights")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    model.load_state_dict(state, strict=True)
+    model.prunebench_structure = [dict(s) for s in layers]
+    if block.get("recipe"):
+        log.info("loaded %s pruned with %s", path, block["recipe"])
+    return model.eval()
+
