@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +29,7 @@ from .models import LoadedModel, load_model
 from .plan import Case, Plan
 from .records import Record
 from .runtimes import Runner, Variant, get_runtime
+from .runtimes.base import tolerance
 
 __all__ = ["EqualityError", "Session", "build_runner", "environment"]
 
@@ -91,7 +93,7 @@ def get_model(name: str) -> LoadedModel:
 
 def _variant(case: Case) -> Variant:
     loaded = get_model(case.model)
-    return Variant(loaded, case.recipe, loaded.batch(case.batch, case.seq_len))
+    return Variant(loaded, case.recipe, loaded.batch(case.batch, case.seq_len), case.dtype)
 
 
 def build_runner(case: Case | dict, workdir: Path) -> Runner:
@@ -115,6 +117,7 @@ class Session:
         self._embeddings: dict[tuple, torch.Tensor] = {}
         self._dense_macs: dict[tuple, int] = {}
         self._mem_cache: dict[str, object] = {}
+        self._dense_bytes: dict[str, int] = {}
 
     def close(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)
@@ -137,7 +140,7 @@ class Session:
         """torch-masked outputs of the case's variant on its fixed batch (the equality reference)."""
         key = (case.model, case.recipe, case.batch, case.seq_len)
         if key not in self._reference:
-            v = _variant(case)
+            v = replace(_variant(case), dtype="float32")  # the fp32 reference, whatever the case's dtype
             with torch.inference_mode():
                 self._reference[key] = v.masked()(**v.inputs).last_hidden_state.float()
         return self._reference[key]
@@ -153,7 +156,10 @@ class Session:
 
     def unavailable(self, case: Case) -> str | None:
         """Why the case cannot run here (runtime/device or a missing optional package), or None."""
-        reason = get_runtime(case.runtime).unavailable(case.device)
+        rt = get_runtime(case.runtime)
+        reason = rt.unavailable(case.device)
+        if reason is None and hasattr(rt, "incompatible"):
+            reason = rt.incompatible(case)
         req = case.recipe.spec.requires
         if reason is None and req:
             import importlib.util
@@ -187,6 +193,7 @@ class Session:
         rec.arch, rec.weights = loaded.arch, loaded.weights
         rec.quality_meaningful = loaded.weights == "pretrained"
         runner = build_runner(case, self.workdir(case))
+        rec.runtime_info = getattr(runner, "info", None)
         model = getattr(runner, "model", None)
         variant = _variant(case).masked() if model is None else model
         rec.params = sum(p.numel() for p in variant.parameters())
@@ -196,6 +203,7 @@ class Session:
 
         # equality before speed
         ref = self.reference(case)
+        rec.tolerance = tolerance(get_runtime(case.runtime), case.dtype, ref)
         out = runner.outputs()
         rec.max_abs_diff = float((out - ref).abs().max()) if out.shape == ref.shape else float("inf")
         if not rec.max_abs_diff <= rec.tolerance:
@@ -217,6 +225,8 @@ class Session:
             rec.size_bytes, rec.size_compressed_bytes = size.raw_bytes, size.compressed_bytes
             rec.size_ratio = size.raw_bytes / base_size.raw_bytes
             rec.size_compressed_ratio = size.compressed_bytes / base_size.raw_bytes
+            rec.dense_safetensors_bytes = self._safetensors_bytes(case.model)
+            rec.size_safetensors_ratio = size.raw_bytes / rec.dense_safetensors_bytes
             if mem_f is not None:
                 mem, base = mem_f.result(), self._memory_baseline(case)
                 rec.peak_mem_mb, rec.peak_mem_floor_mb = round(mem.peak_mb, 1), round(mem.floor_mb, 1)
@@ -237,6 +247,17 @@ class Session:
         if key not in self._dense_macs:
             self._dense_macs[key] = macs(get_model(case.model).model, case.batch, case.seq_len, nonzero=False)
         return self._dense_macs[key]
+
+    def _safetensors_bytes(self, model: str) -> int:
+        """Bytes of the dense fp32 model saved as safetensors: what every artifact is also compared with."""
+        if model not in self._dense_bytes:
+            from safetensors.torch import save_file
+
+            path = self._tmp / f"dense-{len(self._dense_bytes)}.safetensors"
+            save_file({k: v.detach().contiguous() for k, v in get_model(model).model.state_dict().items()}, str(path))
+            self._dense_bytes[model] = path.stat().st_size
+            path.unlink()
+        return self._dense_bytes[model]
 
     def _memory_baseline(self, case: Case):
         base = case.baseline
