@@ -16,7 +16,7 @@ from typing import Iterable, NamedTuple
 
 import pandas as pd
 
-__all__ = ["BreakEven", "Crossing", "GROUP", "break_even", "crossing", "plot_break_even"]
+__all__ = ["BreakEven", "Crossing", "GROUP", "break_even", "crossing", "plot_break_even", "size_table"]
 
 GROUP = ("model", "method", "scope", "norm", "allocation", "runtime", "device", "dtype", "batch", "seq_len")
 
@@ -120,6 +120,25 @@ def break_even(records: pd.DataFrame | list[dict]) -> list[BreakEven]:
     return out
 
 
+def size_table(records: pd.DataFrame | list[dict]) -> pd.DataFrame:
+    """Each runtime's own artifact (raw, and gzip) over the dense fp32 safetensors, per model and sparsity:
+    rows model x method x sparsity, one column per runtime, cells "raw (gzip)". Empty without such records."""
+    df = records if isinstance(records, pd.DataFrame) else pd.DataFrame(records)
+    need = {"status", "size_bytes", "size_compressed_bytes", "dense_safetensors_bytes", "runtime", "method", "sparsity_target", "model"}
+    if df.empty or not need <= set(df.columns):
+        return pd.DataFrame()
+    ok = df[(df["status"] == "ok") & df["dense_safetensors_bytes"].notna() & df["size_bytes"].notna()]
+    ok = ok.drop_duplicates(["model", "method", "sparsity_target", "runtime"])
+    if ok.empty:
+        return pd.DataFrame()
+    cell = ok.apply(lambda r: f"{r['size_bytes'] / r['dense_safetensors_bytes']:.2f} "
+                              f"({r['size_compressed_bytes'] / r['dense_safetensors_bytes']:.2f})", axis=1)
+    table = ok.assign(cell=cell).pivot_table(index=["model", "method", "sparsity_target"], columns="runtime", values="cell",
+                                             aggfunc="first", sort=False)
+    table = table[[rt for rt in dict.fromkeys(ok["runtime"]) if rt in table.columns]].fillna("–")
+    return table.reset_index().rename(columns={"sparsity_target": "sparsity"})
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
@@ -146,7 +165,7 @@ def plot_break_even(results: list[BreakEven], out_dir: Path) -> list[Path]:
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
         ax.set_xlabel("sparsity (fraction of weights removed)")
-        ax.set_ylabel("latency ratio to dense (log scale)")
+        ax.set_ylabel("latency ratio to the dense baseline (log scale)")
         dt = "" if dtype in (None, "float32") else f" {dtype}"
         ax.set_title(f"{model} on {device}{dt}, batch {batch} x seq {seq}: below 1.0 = faster than its dense baseline", fontsize=9)
         ax.legend(fontsize=8)

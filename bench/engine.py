@@ -155,7 +155,8 @@ class Session:
         return self._embeddings[key]
 
     def unavailable(self, case: Case) -> str | None:
-        """Why the case cannot run here (runtime/device or a missing optional package), or None."""
+        """Why the case cannot run here (runtime/device, a dtype or method the runtime cannot run, or a missing
+        optional package), or None."""
         rt = get_runtime(case.runtime)
         reason = rt.unavailable(case.device)
         if reason is None and hasattr(rt, "incompatible"):
@@ -179,7 +180,7 @@ class Session:
         rec.scope = case.recipe.scope if spec.scoped else None
         rec.recipe, rec.sparsity_target = case.recipe.label, case.recipe.sparsity
         rec.baseline = case.baseline.case_id
-        rec.tolerance = get_runtime(case.runtime).TOLERANCE
+        rec.tolerance = get_runtime(case.runtime).TOLERANCE if case.dtype == "float32" else None  # half: set in run()
         rec.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         rec.env = environment()
         from .fingerprint import fingerprint

@@ -185,16 +185,22 @@ def load_json(path: Path) -> dict:
 
 def _breakeven_section(df: pd.DataFrame, run_dir: Path | None) -> list[str]:
     """Break-even sparsity per sweep (bench.analysis) as a table, and ratio-vs-sparsity plots in run_dir/plots."""
-    from .analysis import break_even, plot_break_even
+    from .analysis import break_even, plot_break_even, size_table
 
     sweeps = break_even(df)
     if not sweeps:
         return []
+    sizes = size_table(df)
+    if len(sizes):
+        sizes = ["On-disk size of each runtime's own artifact (CSR/BSR tensors as torch.save writes them, the ONNX file, "
+                 "...) over the dense fp32 safetensors of the model, raw (gzip):", "", sizes.to_markdown(index=False), ""]
+    else:
+        sizes = []
     lines = ["## Break-even sparsity", "",
              "Where each runtime's latency ratio to its dense baseline crosses 1.0, linearly interpolated between "
              "the two bracketing sparsities of the sweep; \"pays with confidence\" uses the upper bound of the 95% CI "
              "instead of the median. One run on one machine: the crossing moves with noise.", "",
-             pd.DataFrame([s.row() for s in sweeps]).to_markdown(index=False), ""]
+             pd.DataFrame([s.row() for s in sweeps]).to_markdown(index=False), "", *sizes]
     if run_dir is not None:
         plots = plot_break_even(sweeps, Path(run_dir) / "plots")
         lines += [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]

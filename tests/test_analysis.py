@@ -84,3 +84,13 @@ def test_plot_writes_one_png_per_device_and_shape(tmp_path):
     paths = plot_break_even(break_even(recs), tmp_path)
     assert sorted(p.name for p in paths) == ["breakeven-minilm-cpu-b1s128.png", "breakeven-minilm-cpu-b8s128.png"]
     assert all(math.isfinite(p.stat().st_size) and p.stat().st_size > 1000 for p in paths)
+
+
+def test_size_table_divides_each_artifact_by_the_dense_safetensors():
+    from bench.analysis import size_table
+
+    recs = [dict(_rec("torch-csr", 0.9, 0.8), size_bytes=60, size_compressed_bytes=50, dense_safetensors_bytes=100),
+            dict(_rec("onnxruntime", 0.9, 1.0), size_bytes=99, size_compressed_bytes=57, dense_safetensors_bytes=100)]
+    table = size_table(recs)
+    assert list(table.columns) == ["model", "method", "sparsity", "torch-csr", "onnxruntime"]
+    assert table.iloc[0]["torch-csr"] == "0.60 (0.50)" and table.iloc[0]["onnxruntime"] == "0.99 (0.57)"

@@ -22,6 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SPARSE_FORMATS = ["torch-csr", "torch-bsr", "torch-semi24", "onnxruntime", "onnxruntime-vs-torch"]
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """build_runner sets torch's thread count per case: give other tests back the one they had."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     case = Case("tiny-bert", PruneRecipe("dense"), "torch-dense", batch=2, seq_len=16, threads=1)
@@ -111,7 +119,6 @@ def test_float32_only_runtimes_skip_half_precision_with_reason(runtime):
 
 @pytest.mark.parametrize("model", ["tiny-bert", "tiny-roberta", "tiny-distilbert"])
 def test_ort_keeps_token_type_ids_as_input_and_matches_torch_at_another_shape(tmp_path, model):
-    torch.set_num_threads(1)
     loaded = load_model(model)
     variant = Variant(loaded, PruneRecipe("global-l1", 0.5), loaded.batch(2, 16))
     runner = get_runtime("onnxruntime").prepare(variant, tmp_path, "cpu")
@@ -147,7 +154,6 @@ def test_ort_session_uses_all_graph_optimisations_and_the_case_threads(tmp_path)
     assert opts.intra_op_num_threads == 2
     assert runner.session.get_providers() == ["CPUExecutionProvider"]
     assert runner.artifact.suffix == ".onnx" and runner.artifact_bytes() > 0
-    torch.set_num_threads(1)
 
 
 # -- torch-csr / torch-bsr ---------------------------------------------------------------------------

@@ -6,6 +6,10 @@ Export: TorchScript exporter (``dynamo=False``) through a positional wrapper in 
 batch and sequence axes, and ``token_type_ids`` always an explicit input where the model takes one
 (exporting a BertModel without it gives wrong outputs). A wrapper left in training mode (a fresh
 ``nn.Module`` is) exports with dropout active: the wrapper is put in eval mode.
+
+Session: ORT_ENABLE_ALL, ``intra_op_num_threads`` = torch's thread count for the case, sequential
+execution, and no spin-waiting of idle workers (spinning workers slow down the interleaved baseline).
+CPUExecutionProvider, or CUDAExecutionProvider (I/O bound on the GPU) where the build has it.
 """
 
 from __future__ import annotations

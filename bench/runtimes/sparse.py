@@ -2,7 +2,7 @@
 
 The baked variant's encoder Linears (``pruning.discover(model).linears()``) are replaced by
 :class:`SparseLinear`, which computes ``x W^T + b`` as ``addmm(b, W, x^T)^T`` with ``W`` a sparse
-CSR or BSR tensor (torch's sparse matmul: MKL on CPU, cuSPARSE on CUDA). Embeddings, LayerNorms and
+CSR or BSR tensor (torch's sparse matmul: MKL on CPU; cuSPARSE on CUDA). Embeddings, LayerNorms and
 biases stay dense. Indices are stored as int32 (every weight here has far fewer than 2^31 nonzeros),
 which halves their bytes on disk and in memory against torch's int64 default.
 """
@@ -22,7 +22,7 @@ from pruning import discover
 
 from .base import Runner, Variant, cuda_unavailable
 
-__all__ = ["SparseLinear", "SparseRunner", "incompatible", "prepare_sparse", "to_bsr", "to_csr", "unavailable"]
+__all__ = ["SparseLinear", "SparseRunner", "block_for", "incompatible", "prepare_sparse", "sparsify", "to_bsr", "to_csr", "unavailable"]
 
 log = logging.getLogger("bench.runtimes.sparse")
 
