@@ -109,6 +109,16 @@ def test_semi24_prepare_refuses_without_cuda(tmp_path):
         get_runtime("torch-semi24").prepare(Variant(loaded, PruneRecipe("2:4"), loaded.batch(2, 16), "float16"), tmp_path, "cuda")
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_semi24_passes_the_half_precision_gate_on_a_capable_gpu(session, tmp_path, dtype):
+    reason = get_runtime("torch-semi24").unavailable("cuda")
+    if reason:
+        pytest.skip(reason)
+    case = Case("tiny-bert", PruneRecipe("2:4"), "torch-semi24", device="cuda", batch=2, seq_len=16, threads=1, dtype=dtype)
+    diff, tol = _gate(session, case, tmp_path)
+    assert diff <= tol
+
+
 @pytest.mark.parametrize("runtime", ["torch-csr", "torch-bsr", "onnxruntime"])
 def test_float32_only_runtimes_skip_half_precision_with_reason(runtime):
     case = Case("tiny-bert", PruneRecipe("global-l1", 0.5), runtime, dtype="float16")

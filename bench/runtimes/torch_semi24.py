@@ -76,7 +76,7 @@ def prepare(variant: Variant, workdir: Path, device: str) -> SparseRunner:
         raise RuntimeUnavailable(reason)
     cls = backend()
     model = variant.baked().to(device)
-    state = {k: v for k, v in model.state_dict().items()}
+    state = dict(model.state_dict())
     targets = {id(lin) for lin in discover(model).linears()}
     converted = kept = 0
     for name, module in model.named_modules():
