@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +29,7 @@ from .models import LoadedModel, load_model
 from .plan import Case, Plan
 from .records import Record
 from .runtimes import Runner, Variant, get_runtime
+from .runtimes.base import tolerance
 
 __all__ = ["EqualityError", "Session", "build_runner", "environment"]
 
@@ -91,7 +93,7 @@ def get_model(name: str) -> LoadedModel:
 
 def _variant(case: Case) -> Variant:
     loaded = get_model(case.model)
-    return Variant(loaded, case.recipe, loaded.batch(case.batch, case.seq_len))
+    return Variant(loaded, case.recipe, loaded.batch(case.batch, case.seq_len), case.dtype)
 
 
 def build_runner(case: Case | dict, workdir: Path) -> Runner:
@@ -117,6 +119,7 @@ class Session:
         self._embeddings: dict[tuple, torch.Tensor] = {}
         self._dense_macs: dict[tuple, int] = {}
         self._mem_cache: dict[str, object] = {}
+        self._dense_bytes: dict[str, int] = {}
 
     def close(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)
@@ -167,8 +170,12 @@ class Session:
         return self._embeddings[key]
 
     def unavailable(self, case: Case) -> str | None:
-        """Why the case cannot run here (runtime/device or a missing optional package), or None."""
-        reason = get_runtime(case.runtime).unavailable(case.device)
+        """Why the case cannot run here (runtime/device, a dtype or method the runtime cannot run, or a missing
+        optional package), or None."""
+        rt = get_runtime(case.runtime)
+        reason = rt.unavailable(case.device)
+        if reason is None and hasattr(rt, "incompatible"):
+            reason = rt.incompatible(case)
         req = case.recipe.spec.requires
         if reason is None and req:
             import importlib.util
@@ -188,7 +195,7 @@ class Session:
         rec.scope = case.recipe.scope if spec.scoped else None
         rec.recipe, rec.sparsity_target = case.recipe.label, case.recipe.sparsity
         rec.baseline = case.baseline.case_id
-        rec.tolerance = get_runtime(case.runtime).TOLERANCE
+        rec.tolerance = get_runtime(case.runtime).TOLERANCE if case.dtype == "float32" else None  # half: set in run()
         rec.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         rec.env = environment()
         from .fingerprint import fingerprint
@@ -202,6 +209,7 @@ class Session:
         rec.arch, rec.weights = loaded.arch, loaded.weights
         rec.quality_meaningful = loaded.weights == "pretrained"
         runner = build_runner(case, self.workdir(case))
+        rec.runtime_info = getattr(runner, "info", None)
         model = getattr(runner, "model", None)
         variant = _variant(case).masked() if model is None else model
         rec.params = sum(p.numel() for p in variant.parameters())
@@ -216,6 +224,7 @@ class Session:
 
         # equality before speed
         ref = self.reference(case)
+        rec.tolerance = tolerance(get_runtime(case.runtime), case.dtype, ref)
         out = runner.outputs()
         rec.max_abs_diff = float((out - ref).abs().max()) if out.shape == ref.shape else float("inf")
         if not rec.max_abs_diff <= rec.tolerance:
@@ -238,6 +247,8 @@ class Session:
             rec.size_bytes, rec.size_compressed_bytes = size.raw_bytes, size.compressed_bytes
             rec.size_ratio = size.raw_bytes / base_size.raw_bytes
             rec.size_compressed_ratio = size.compressed_bytes / base_size.raw_bytes
+            rec.dense_safetensors_bytes = self._safetensors_bytes(case.model)
+            rec.size_safetensors_ratio = size.raw_bytes / rec.dense_safetensors_bytes
             if mem_f is not None:
                 mem, base = mem_f.result(), base_mem_f.result()
                 rec.peak_mem_mb, rec.peak_mem_floor_mb = round(mem.peak_mb, 1), round(mem.floor_mb, 1)
@@ -258,6 +269,17 @@ class Session:
         if key not in self._dense_macs:
             self._dense_macs[key] = macs(get_model(case.model).model, case.batch, case.seq_len, nonzero=False)
         return self._dense_macs[key]
+
+    def _safetensors_bytes(self, model: str) -> int:
+        """Bytes of the dense fp32 model saved as safetensors: what every artifact is also compared with."""
+        if model not in self._dense_bytes:
+            from safetensors.torch import save_file
+
+            path = self._tmp / f"dense-{len(self._dense_bytes)}.safetensors"
+            save_file({k: v.detach().contiguous() for k, v in get_model(model).model.state_dict().items()}, str(path))
+            self._dense_bytes[model] = path.stat().st_size
+            path.unlink()
+        return self._dense_bytes[model]
 
     def _memory_baseline(self, case: Case):
         base = case.baseline

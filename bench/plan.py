@@ -149,7 +149,8 @@ def _device(value: str) -> str:
     return value
 
 
-_RECIPE_KEYS = {"method", "sparsity", "scope", "norm", "allocation", "seed", "runtimes"}
+# runtimes / devices / dtype in a recipe table restrict or replace the plan's for that recipe's cases
+_RECIPE_KEYS = {"method", "sparsity", "scope", "norm", "allocation", "seed", "runtimes", "devices", "dtype"}
 _PLAN_KEYS = {"name", "models", "runtimes", "devices", "batch", "seq_len", "threads", "dtype", "recipes",
               "ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality"}
 
@@ -163,7 +164,7 @@ def plan_from_dict(d: dict, **overrides: Any) -> Plan:
     import torch
 
     threads = d.get("threads") or torch.get_num_threads()
-    recipes: list[tuple[PruneRecipe, list[str] | None]] = []
+    recipes: list[tuple[PruneRecipe, list[str] | None, list[str] | None, str | None]] = []
     for i, r in enumerate(_as_list("recipes", d.get("recipes", []))):
         if not isinstance(r, dict) or "method" not in r:
             raise PlanError(f"recipes[{i}] needs a 'method' key, e.g. {{method = 'global-l1', sparsity = 0.5}}")
@@ -171,22 +172,26 @@ def plan_from_dict(d: dict, **overrides: Any) -> Plan:
         if bad:
             raise PlanError(f"recipes[{i}] has unknown key(s) {', '.join(sorted(bad))}; known: {', '.join(sorted(_RECIPE_KEYS))}")
         only = r.get("runtimes")
-        kw = {k: v for k, v in r.items() if k not in ("sparsity", "runtimes")}
+        where = [_device(x) for x in _as_list(f"recipes[{i}].devices", r["devices"])] if "devices" in r else None
+        dtype = r.get("dtype")
+        kw = {k: v for k, v in r.items() if k not in ("sparsity", "runtimes", "devices", "dtype")}
         for s in _as_list(f"recipes[{i}].sparsity", r.get("sparsity", 0.0)):
             rec = PruneRecipe(sparsity=s, **kw)
-            if all(rec != x for x, _ in recipes):
-                recipes.append((rec, only))
+            if all((rec, dtype) != (x, dt) for x, _, _, dt in recipes):
+                recipes.append((rec, only, where, dtype))
     models = [resolve_model(m) for m in _as_list("models", d.get("models", ["minilm"]))]
     runtimes = _as_list("runtimes", d.get("runtimes", ["torch-masked", "torch-dense"]))
     for rt in runtimes:
         get_runtime(rt)
     devices = [_device(x) for x in _as_list("devices", d.get("devices", ["cpu"]))]
     cases = []
-    for m, (rec, only), rt, dev, b, s in itertools.product(
-        models, recipes, runtimes, dict.fromkeys(devices), _as_list("batch", d.get("batch", [8])), _as_list("seq_len", d.get("seq_len", [128]))
-    ):
-        if only is None or rt in only:
-            cases.append(Case(m, rec, rt, dev, b, s, threads, d.get("dtype", "float32")))
+    for m, (rec, only, where, dtype), rt in itertools.product(models, recipes, runtimes):
+        if only is not None and rt not in only:
+            continue
+        for dev, b, s in itertools.product(
+            dict.fromkeys(where or devices), _as_list("batch", d.get("batch", [8])), _as_list("seq_len", d.get("seq_len", [128]))
+        ):
+            cases.append(Case(m, rec, rt, dev, b, s, threads, dtype or d.get("dtype", "float32")))
     knobs = {k: d[k] for k in ("ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality") if k in d}
     return Plan(tuple(cases), name=d.get("name", "custom"), source=d, **knobs)
 

@@ -78,6 +78,9 @@ class Record:
     quality_knn_agreement: float | None = None
     quality_meaningful: bool | None = None
     duration_s: float | None = None
+    runtime_info: str | None = None  # what the runtime did, e.g. "format=bsr; block=32; ..." or ORT providers
+    dense_safetensors_bytes: int | None = None  # the dense fp32 model as safetensors
+    size_safetensors_ratio: float | None = None  # size_bytes / dense_safetensors_bytes
     env: dict[str, Any] = field(default_factory=dict)
     started_at: str | None = None
 

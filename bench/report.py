@@ -173,6 +173,7 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
         note = " (random-init weights: quality figures are not meaningful)" if "random-init" in list(w) else ""
         for (dev, b, s), gg in g.groupby(["device", "batch", "seq_len"], sort=False, dropna=False):
             lines += [f"## {model} — {dev}, batch {b}, seq {s}{note}", "", _table(gg.sort_values(["recipe", "runtime"], kind="stable")), ""]
+    lines += _breakeven_section(df, run_dir)
     bad = df[df["status"].isin(["failed", "oom", "crashed", "timeout"])] if len(df) else df
     if len(bad):
         lines += ["## Cases that did not succeed", ""]
@@ -207,3 +208,27 @@ def summary_table(records: list[dict]) -> str:
 
 def load_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def _breakeven_section(df: pd.DataFrame, run_dir: Path | None) -> list[str]:
+    """Break-even sparsity per sweep (bench.analysis) as a table, and ratio-vs-sparsity plots in run_dir/plots."""
+    from .analysis import break_even, plot_break_even, size_table
+
+    sweeps = break_even(df)
+    if not sweeps:
+        return []
+    sizes = size_table(df)
+    if len(sizes):
+        sizes = ["On-disk size of each runtime's own artifact (CSR/BSR tensors as torch.save writes them, the ONNX file, "
+                 "...) over the dense fp32 safetensors of the model, raw (gzip):", "", sizes.to_markdown(index=False), ""]
+    else:
+        sizes = []
+    lines = ["## Break-even sparsity", "",
+             "Where each runtime's latency ratio to its dense baseline crosses 1.0, linearly interpolated between "
+             "the two bracketing sparsities of the sweep; \"pays with confidence\" uses the upper bound of the 95% CI "
+             "instead of the median. One run on one machine: the crossing moves with noise.", "",
+             pd.DataFrame([s.row() for s in sweeps]).to_markdown(index=False), "", *sizes]
+    if run_dir is not None:
+        plots = plot_break_even(sweeps, Path(run_dir) / "plots")
+        lines += [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
+    return lines

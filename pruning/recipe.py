@@ -39,6 +39,7 @@ class MethodSpec:
     allocations: tuple[str, ...] = ()
     requires: str | None = None  # optional package the method needs
     bake: Callable[[nn.Module], nn.Module] | None = None  # make permanent (default: prune.remove)
+    scopes: tuple[str, ...] = SCOPES  # scopes the method accepts (e.g. N:M masks fit Linear weights only)
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -94,6 +95,8 @@ class PruneRecipe:
             raise RecipeError("method 'dense' takes sparsity 0; use a pruning method for sparsity > 0")
         if self.scope not in SCOPES:
             raise RecipeError(f"unknown scope {self.scope!r}{_suggest(self.scope, SCOPES)}; choose one of {', '.join(SCOPES)}")
+        if self.scope not in spec.scopes:
+            raise RecipeError(f"method {self.method!r} takes scope {', '.join(spec.scopes)}, not {self.scope!r}; use scope = {spec.scopes[0]!r}")
         if self.norm is None:
             object.__setattr__(self, "norm", spec.default_norm)
         elif self.norm not in spec.norms:

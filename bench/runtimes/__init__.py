@@ -2,7 +2,8 @@
 
 A runtime module defines ``NAME``, ``HELP``, ``BASELINE`` (the runtime whose dense model is its
 baseline; None = itself), ``TOLERANCE`` (max abs diff allowed against torch-masked),
-``unavailable(device) -> str | None`` and ``prepare(variant, workdir, device) -> Runner``.
+``unavailable(device) -> str | None`` and ``prepare(variant, workdir, device) -> Runner``; optionally
+``incompatible(case) -> str | None`` (a dtype or method the runtime cannot run: the case is skipped).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ __all__ = ["RUNTIMES", "Runner", "UnknownRuntime", "RuntimeUnavailable", "TorchR
 RUNTIMES: dict[str, str] = {
     "torch-masked": "torch_masked",
     "torch-dense": "torch_dense",
+    "torch-csr": "torch_csr",
+    "torch-bsr": "torch_bsr",
+    "torch-semi24": "torch_semi24",
+    "onnxruntime": "onnx_runtime",
+    "onnxruntime-vs-torch": "onnx_vs_torch",
 }
 
 

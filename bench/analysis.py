@@ -1,0 +1,178 @@
+"""Break-even sparsity: where a runtime's latency ratio to its dense baseline crosses 1.0.
+
+Pure functions of records (plus one plotting function): per model, method, runtime, device, dtype and
+batch x seq, the sparsity at which the median latency ratio falls below 1.0 (linear interpolation
+between the two bracketing sparsities), and the sparsity at which the upper bound of its 95% CI does
+("pays with confidence"). A curve that never falls below 1.0 in the measured range has none.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, NamedTuple
+
+import pandas as pd
+
+__all__ = ["BreakEven", "Crossing", "GROUP", "break_even", "crossing", "plot_break_even", "size_table"]
+
+GROUP = ("model", "method", "scope", "norm", "allocation", "runtime", "device", "dtype", "batch", "seq_len")
+
+
+class Crossing(NamedTuple):
+    """Where a curve first falls below the level: ``sparsity`` (None: never) and how it was found."""
+
+    sparsity: float | None
+    how: str  # interpolated | below at the lowest sparsity | never in range
+
+    def describe(self, lo: float, hi: float) -> str:
+        span = f"{lo:.2f}" if lo == hi else f"{lo:.2f}–{hi:.2f}"
+        if self.sparsity is None:
+            return f"not reached {'at' if lo == hi else 'in'} {span}"
+        if self.how.startswith("below at the lowest sparsity"):
+            text = f"≤ {self.sparsity:.2f} (already below 1.0 at {lo:.2f})"
+        else:
+            text = f"{self.sparsity:.3f}"
+        return text + ("; rises above 1.0 again" if "again" in self.how else "")
+
+
+def _ok(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def crossing(xs: Iterable[float], ys: Iterable[float], level: float = 1.0) -> Crossing:
+    """First x where the piecewise-linear curve through (xs, ys), sorted by x, drops from >= level to
+    below it. Already below at the lowest x: that x. Never below: None. Points with a missing y are
+    left out. If the curve rises back to >= level at a higher x, ``how`` says so."""
+    pts = sorted((float(x), float(y)) for x, y in zip(xs, ys) if _ok(y))
+    if not pts:
+        return Crossing(None, "never in range")
+    if pts[0][1] < level:
+        found, at = Crossing(pts[0][0], "below at the lowest sparsity"), 0
+    else:
+        for i, ((x0, y0), (x1, y1)) in enumerate(zip(pts, pts[1:])):
+            if y0 >= level > y1:
+                found, at = Crossing(x0 + (y0 - level) * (x1 - x0) / (y0 - y1), "interpolated"), i + 1
+                break
+        else:
+            return Crossing(None, "never in range")
+    if any(y >= level for _, y in pts[at:]):
+        return Crossing(found.sparsity, found.how + "; above 1.0 again at a higher sparsity")
+    return found
+
+
+@dataclass(frozen=True)
+class BreakEven:
+    """One sweep (a runtime's ratio-vs-sparsity curve) and where it crosses 1.0."""
+
+    key: dict  # GROUP column -> value
+    sparsities: tuple[float, ...]
+    ratios: tuple[float, ...]
+    ratios_lo: tuple[float, ...]
+    ratios_hi: tuple[float, ...]
+    median: Crossing  # where the median latency ratio crosses 1.0
+    confident: Crossing  # where the CI's upper bound crosses 1.0
+
+    @property
+    def label(self) -> str:
+        k = self.key
+        return f"{k.get('runtime')} · {k.get('method')}"
+
+    def row(self) -> dict:
+        """A flat row for a report table."""
+        k, lo, hi = self.key, min(self.sparsities), max(self.sparsities)
+        return {
+            "model": k.get("model"),
+            "method": k.get("method"),
+            "runtime": k.get("runtime"),
+            "device": k.get("device") + ("" if k.get("dtype") in (None, "float32") else f" {k.get('dtype')}"),
+            "batch x seq": f"{k.get('batch')} x {k.get('seq_len')}",
+            "points": len(self.sparsities),
+            "ratio at lowest / highest sparsity": f"{self.ratios[0]:.2f} / {self.ratios[-1]:.2f}",
+            "break-even sparsity (median ratio = 1)": self.median.describe(lo, hi),
+            "pays with confidence (CI upper bound < 1)": self.confident.describe(lo, hi),
+        }
+
+
+def break_even(records: pd.DataFrame | list[dict]) -> list[BreakEven]:
+    """Every sweep in the records: successful pruned cases grouped by GROUP, with at least two
+    sparsities, or one for a fixed-sparsity N:M method (its single point is its whole curve)."""
+    df = records if isinstance(records, pd.DataFrame) else pd.DataFrame(records)
+    need = {"status", "method", "latency_ratio", "sparsity_target", "runtime"}
+    if df.empty or not need <= set(df.columns):
+        return []
+    ok = df[(df["status"] == "ok") & (df["method"] != "dense") & df["latency_ratio"].notna()]
+    keys = [c for c in GROUP if c in ok.columns]
+    out = []
+    for vals, g in ok.groupby(keys, sort=False, dropna=False):
+        g = g.sort_values("sparsity_target")
+        fixed = "pattern" in g.columns and (g["pattern"] == "n:m").all()
+        if g["sparsity_target"].nunique() < 2 and not fixed:
+            continue
+        xs = tuple(float(x) for x in g["sparsity_target"])
+        ys = tuple(float(y) for y in g["latency_ratio"])
+        lo = tuple(float(y) for y in g.get("latency_ratio_lo", g["latency_ratio"]))
+        hi = tuple(float(y) for y in g.get("latency_ratio_hi", g["latency_ratio"]))
+        key = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in zip(keys, vals)}
+        out.append(BreakEven(key, xs, ys, lo, hi, crossing(xs, ys), crossing(xs, hi)))
+    return out
+
+
+def size_table(records: pd.DataFrame | list[dict]) -> pd.DataFrame:
+    """Each runtime's own artifact (raw, and gzip) over the dense fp32 safetensors, per model and sparsity:
+    rows model x method x sparsity, one column per runtime, cells "raw (gzip)". Empty without such records."""
+    df = records if isinstance(records, pd.DataFrame) else pd.DataFrame(records)
+    need = {"status", "size_bytes", "size_compressed_bytes", "dense_safetensors_bytes", "runtime", "method", "sparsity_target", "model"}
+    if df.empty or not need <= set(df.columns):
+        return pd.DataFrame()
+    ok = df[(df["status"] == "ok") & df["dense_safetensors_bytes"].notna() & df["size_bytes"].notna()]
+    ok = ok.drop_duplicates(["model", "method", "sparsity_target", "runtime"])
+    if ok.empty:
+        return pd.DataFrame()
+    cell = ok.apply(lambda r: f"{r['size_bytes'] / r['dense_safetensors_bytes']:.2f} "
+                              f"({r['size_compressed_bytes'] / r['dense_safetensors_bytes']:.2f})", axis=1)
+    table = ok.assign(cell=cell).pivot_table(index=["model", "method", "sparsity_target"], columns="runtime", values="cell",
+                                             aggfunc="first", sort=False)
+    table = table[[rt for rt in dict.fromkeys(ok["runtime"]) if rt in table.columns]].fillna("–")
+    return table.reset_index().rename(columns={"sparsity_target": "sparsity"})
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+
+
+def plot_break_even(results: list[BreakEven], out_dir: Path) -> list[Path]:
+    """One PNG per model, device, dtype and batch x seq: latency ratio vs sparsity per runtime, with the
+    95% CI as a band, the 1.0 line and each break-even sparsity marked. Returns the files written."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, renders with Agg
+
+    out_dir = Path(out_dir)
+    panels: dict[tuple, list[BreakEven]] = {}
+    for r in results:
+        k = r.key
+        panels.setdefault((k.get("model"), k.get("device"), k.get("dtype"), k.get("batch"), k.get("seq_len")), []).append(r)
+    written = []
+    for (model, device, dtype, batch, seq), curves in panels.items():
+        fig = Figure(figsize=(6.4, 4.2), dpi=110)
+        ax = fig.add_subplot()
+        for c in curves:
+            line, = ax.plot(c.sparsities, c.ratios, marker="o", label=c.label)
+            ax.fill_between(c.sparsities, c.ratios_lo, c.ratios_hi, color=line.get_color(), alpha=0.2, linewidth=0)
+            if c.median.sparsity is not None and c.median.how.startswith("interpolated"):
+                ax.axvline(c.median.sparsity, color=line.get_color(), linestyle=":", linewidth=1)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_xlabel("sparsity (fraction of weights removed)")
+        ax.set_ylabel("latency ratio to the dense baseline (log scale)")
+        dt = "" if dtype in (None, "float32") else f" {dtype}"
+        ax.set_title(f"{model} on {device}{dt}, batch {batch} x seq {seq}: below 1.0 = faster than its dense baseline", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
+        fig.tight_layout()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"breakeven-{_slug(str(model))}-{device}{_slug(dt)}-b{batch}s{seq}.png"
+        fig.savefig(path)
+        written.append(path)
+    return written

@@ -1,0 +1,146 @@
+"""onnxruntime: the baked variant exported to ONNX (checked), run by ONNX Runtime with every graph
+optimisation on and the intra-op thread count of the case (the same as torch's). Baseline: the dense
+model in ONNX Runtime (does pruning pay *in ORT*?); ``onnxruntime-vs-torch`` compares with dense torch.
+
+Export: TorchScript exporter (``dynamo=False``) through a positional wrapper in eval mode, with dynamic
+batch and sequence axes, and ``token_type_ids`` always an explicit input where the model takes one
+(exporting a BertModel without it gives wrong outputs). A wrapper left in training mode (a fresh
+``nn.Module`` is) exports with dropout active: the wrapper is put in eval mode.
+
+Session: ORT_ENABLE_ALL, ``intra_op_num_threads`` = torch's thread count for the case, sequential
+execution, and no spin-waiting of idle workers (spinning workers slow down the interleaved baseline).
+CPUExecutionProvider, or CUDAExecutionProvider (I/O bound on the GPU) where the build has it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .base import Runner, RuntimeUnavailable, Variant
+
+__all__ = ["BASELINE", "HELP", "NAME", "OPSET", "OUTPUT", "TOLERANCE", "OrtRunner", "export", "incompatible", "prepare",
+           "unavailable"]
+
+log = logging.getLogger("bench.runtimes.onnx_runtime")
+
+NAME = "onnxruntime"
+HELP = "ONNX export of the baked variant, ONNX Runtime (all graph optimisations), vs dense ORT"
+BASELINE = None
+TOLERANCE = 1e-4
+OPSET = 17
+OUTPUT = "last_hidden_state"
+
+
+def unavailable(device: str) -> str | None:
+    """Why ONNX Runtime cannot run on ``device`` here (package missing, no CUDA provider), or None."""
+    for pkg in ("onnx", "onnxruntime"):
+        if importlib.util.find_spec(pkg) is None:
+            return f"the {pkg} package is not installed (pip install 'prunebench[onnx]')"
+    if device == "cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return f"this onnxruntime build has no CUDAExecutionProvider (providers: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu"
+    return None
+
+
+def incompatible(case) -> str | None:
+    if case.dtype != "float32":
+        return f"{case.runtime} exports float32 only; use dtype float32"
+    return None
+
+
+class _Positional(nn.Module):
+    """Calls the encoder with keyword arguments from positional ONNX inputs; returns last_hidden_state."""
+
+    def __init__(self, model: nn.Module, names: list[str]):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.model(**dict(zip(self.names, args))).last_hidden_state
+
+
+def export(model: nn.Module, inputs: dict[str, torch.Tensor], path: Path) -> Path:
+    """Export ``model`` (fp32, CPU) to ``path`` with dynamic batch/seq axes, then run the ONNX checker."""
+    import onnx
+
+    inputs = dict(inputs)
+    if "token_type_ids" in inspect.signature(model.forward).parameters and "token_type_ids" not in inputs:
+        inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
+    names = list(inputs)
+    axes = {k: {0: "batch", 1: "seq"} for k in [*names, OUTPUT]}
+    wrapper = _Positional(model.float().cpu().eval(), names).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings from transformers' shape checks; the checker and the equality gate judge the result
+        torch.onnx.export(wrapper, tuple(inputs[k] for k in names), str(path), input_names=names, output_names=[OUTPUT],
+                          dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+    onnx.checker.check_model(str(path))
+    return Path(path)
+
+
+class OrtRunner(Runner):
+    """An ONNX Runtime session on a fixed batch. On CUDA, inputs and output stay on the GPU (I/O binding)."""
+
+    def __init__(self, path: Path, inputs: dict[str, torch.Tensor], device: str, threads: int):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        # ORT's idle workers spin-wait by default and then steal the cores from whatever runs next: in paired,
+        # interleaved timing that is the baseline (dense torch was measured up to 50x slower right after ORT).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), so, providers=providers)
+        used = self.session.get_providers()
+        if device == "cuda" and "CUDAExecutionProvider" not in used:
+            raise RuntimeUnavailable(f"ONNX Runtime did not start its CUDAExecutionProvider (got {', '.join(used)})")
+        self.device, self.artifact, self.threads = device, Path(path), threads
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.feed = self._feed(inputs)
+        self.binding = None
+        if device == "cuda":
+            self.binding = self.session.io_binding()
+            for k, v in self.feed.items():
+                self.binding.bind_ortvalue_input(k, ort.OrtValue.ortvalue_from_numpy(v, "cuda", 0))
+            self.binding.bind_output(OUTPUT, "cuda")
+        self.info = f"providers={','.join(used)}; opset={OPSET}; graph_optimization=ORT_ENABLE_ALL; intra_op_threads={threads}; no spinning"
+
+    def _feed(self, inputs: dict[str, torch.Tensor]) -> dict:
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise ValueError(f"the ONNX model needs input(s) {', '.join(missing)} that the batch does not have")
+        return {n: inputs[n].detach().cpu().numpy() for n in self.input_names}
+
+    def __call__(self) -> None:
+        if self.binding is not None:
+            self.session.run_with_iobinding(self.binding)
+        else:
+            self.session.run([OUTPUT], self.feed)
+
+    def timed(self) -> float:
+        """Seconds for one call, wall clock: ``run`` returns once ORT's work (on any device) is done."""
+        t0 = time.perf_counter()
+        self()
+        return time.perf_counter() - t0
+
+    def outputs(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        feed = self.feed if inputs is None else self._feed(inputs)
+        return torch.from_numpy(self.session.run([OUTPUT], feed)[0]).float()
+
+
+def prepare(variant: Variant, workdir: Path, device: str) -> OrtRunner:
+    path = export(variant.baked(), variant.inputs, Path(workdir) / "model.onnx")
+    return OrtRunner(path, variant.inputs, device, torch.get_num_threads())

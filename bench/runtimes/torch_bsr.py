@@ -1,0 +1,54 @@
+"""torch-bsr: the baked variant's encoder Linear weights as block-sparse BSR tensors (square blocks),
+forward through torch's sparse matmul. Only blocks that are entirely zero are skipped, so unstructured
+pruning pays here only at sparsities that empty whole blocks.
+
+Block edge: ``BLOCK`` (32), or the environment variable ``PRUNEBENCH_BSR_BLOCK``. A weight whose
+dimensions are not multiples of it uses gcd(block, rows, cols) instead (logged, and recorded in the
+record's ``runtime_info``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from .base import Variant
+from .sparse import SparseRunner, block_for, incompatible, prepare_sparse, to_bsr, unavailable
+
+__all__ = ["BASELINE", "BLOCK", "HELP", "NAME", "TOLERANCE", "block_size", "incompatible", "prepare", "unavailable"]
+
+log = logging.getLogger("bench.runtimes.torch_bsr")
+
+NAME = "torch-bsr"
+HELP = "encoder Linear weights as torch block-sparse BSR (block 32, PRUNEBENCH_BSR_BLOCK), vs dense torch"
+BASELINE = "torch-dense"
+TOLERANCE = 1e-4
+BLOCK = 32
+ENV = "PRUNEBENCH_BSR_BLOCK"
+
+
+def block_size() -> int:
+    """The configured block edge: ``$PRUNEBENCH_BSR_BLOCK`` or ``BLOCK``."""
+    raw = os.environ.get(ENV, "").strip()
+    if not raw:
+        return BLOCK
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{ENV}={raw!r} is not a positive integer; set it to a block edge such as 16 or 32")
+    return int(raw)
+
+
+def prepare(variant: Variant, workdir: Path, device: str) -> SparseRunner:
+    block = block_size()
+    used: set[int] = set()
+
+    def convert(weight: torch.Tensor) -> torch.Tensor:
+        b = block_for(tuple(weight.shape), block)
+        if b != block:
+            log.warning("weight %s is not divisible by BSR block %d; using %dx%d blocks", tuple(weight.shape), block, b, b)
+        used.add(b)
+        return to_bsr(weight, b)
+
+    return prepare_sparse(variant, workdir, device, convert, "bsr", lambda: "block=" + ",".join(map(str, sorted(used, reverse=True))))
