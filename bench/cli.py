@@ -178,8 +178,6 @@ def cmd_prune(a: argparse.Namespace) -> int:
     from pruning.structured import layer_shapes, save_pruned
 
     recipe = PruneRecipe(a.method, a.sparsity, norm=a.norm, allocation=a.allocation, seed=a.seed)
-    if a.format == "onnx":
-        raise UsageError("--format onnx is not available until the onnxruntime runtime lands; use --format safetensors")
     out = Path(a.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} already exists and is not an empty directory; pass a new --out directory")
@@ -191,6 +189,8 @@ def cmd_prune(a: argparse.Namespace) -> int:
     loaded = load_model(a.model)
     model = bake(apply(loaded.fresh(), recipe))
     save_pruned(model, out, loaded.tokenizer, weights=loaded.weights)
+    if a.format == "onnx":
+        _export_onnx(model, loaded, out / "model.onnx")
     params = sum(p.numel() for p in model.parameters())
     print(f"prunebench: {recipe.label} of {loaded.name}: {params:,} params ({params / loaded.params:.2f}x dense) -> {out}")
     if recipe.spec.structured:
@@ -198,6 +198,29 @@ def cmd_prune(a: argparse.Namespace) -> int:
         print("  heads per layer: " + " ".join(str(s["num_heads"]) for s in shapes))
         print("  FFN size per layer: " + " ".join(str(s["ffn_size"]) for s in shapes))
     return 0
+
+
+def _export_onnx(model, loaded, path: Path) -> None:
+    """Export beside the safetensors, and check ONNX Runtime's outputs against torch before calling it done."""
+    import torch
+
+    from bench.runtimes import get_runtime
+    from bench.runtimes.onnx_runtime import OrtRunner, export
+
+    reason = get_runtime("onnxruntime").unavailable("cpu")
+    if reason:
+        raise UsageError(f"--format onnx needs ONNX Runtime: {reason}; pip install 'prunebench[onnx]' or use --format safetensors")
+    inputs = loaded.batch(2, 32)
+    try:
+        export(model, inputs, path)
+    except Exception as exc:  # an exporter failure is the user's dead end: say it in one line
+        raise UsageError(f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); use --format safetensors") from None
+    with torch.inference_mode():
+        ref = model(**inputs).last_hidden_state
+    diff = float((OrtRunner(path, inputs, "cpu", torch.get_num_threads()).outputs() - ref).abs().max())
+    if not diff <= 1e-4:
+        raise UsageError(f"ONNX Runtime outputs differ from torch by {diff:.3g} (> 1e-4); the export is wrong, use --format safetensors")
+    print(f"  onnx: {path} (ONNX Runtime matches torch, max abs diff {diff:.1e})")
 
 
 def cmd_list(a: argparse.Namespace) -> int:

@@ -217,7 +217,7 @@ def test_prune_cli_writes_a_directory_that_run_loads(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--format", "onnx"], "not available until the onnxruntime runtime lands"),
+    (["--sparsity", "1.5"], "outside [0, 1)"),
     (["--allocation", "diagonal"], "takes allocation uniform, global"),
 ])
 def test_prune_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
@@ -226,6 +226,14 @@ def test_prune_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, messa
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_prune_cli_onnx_format_writes_a_checked_onnx_file(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "pruned"
+    assert cli.main(["prune", "--model", "tiny-bert", "--method", "heads+ffn", "--sparsity", "0.5", "--out", str(out), "--format", "onnx"]) == 0
+    assert (out / "model.onnx").is_file() and (out / "model.safetensors").is_file()
+    assert "ONNX Runtime matches torch" in capsys.readouterr().out
 
 
 def test_prune_cli_refuses_a_directory_that_holds_files(tmp_path, capsys):
