@@ -266,8 +266,12 @@ def _execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> 
     todo = [c for c in cases if c.case_id not in ok]
     where = f" (shard {info['shard']} of {len(plan.cases)})" if shard else ""
     print(f"prunebench: {len(todo)} cases{where} -> {out}" + (f"; {len(ok)} already ok" if resume else ""), flush=True)
+    previous = None
+    if resume:  # kept aside first: pytest-benchmark truncates benchmark.json when it starts
+        from bench.merge import previous_benchmarks
+
+        previous = previous_benchmarks(out)
     code = None
-    previous = _load_benchmarks(out / "benchmark.json") if resume else None
     if todo:
         args = ["--pyargs", "bench.suites", "-q", "--no-header", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning",
                 f"--prunebench-plan={out / 'plan.json'}", f"--prunebench-out={out}", f"--prunebench-run-id={info['run_id']}",
@@ -278,15 +282,15 @@ def _execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> 
         args += [f"--prunebench-case-timeout={info['case_timeout_s']}"] if info.get("case_timeout_s") else []
         args += ["-k", info["select"]] if info.get("select") else []
         code = pytest.main(args)
-        if previous:
-            from bench.merge import carry_benchmarks
-
-            carry_benchmarks(out / "benchmark.json", previous, {c.case_id for c in todo})
     else:  # an empty shard, or a resumed run with nothing left to do: still a complete run directory
         from bench.engine import environment
 
         (out / "records.jsonl").touch()
         (out / "env.json").exists() or (out / "env.json").write_text(json.dumps(environment(), indent=1))
+    if previous:
+        from bench.merge import carry_benchmarks
+
+        carry_benchmarks(out / "benchmark.json", previous, {c.case_id for c in todo})
     interrupted = code == pytest.ExitCode.INTERRUPTED
     if not (out / "records.jsonl").exists():
         print(f"prunebench: no case ran (pytest exit {int(code)})", file=sys.stderr)
@@ -303,13 +307,6 @@ def _execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> 
         return 130
     bad = [r for r in records if r["status"] not in ("ok", "skipped")]
     return 1 if bad else 0
-
-
-def _load_benchmarks(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except ValueError:
-        return None
 
 
 def cmd_merge(a: argparse.Namespace) -> int:
@@ -367,6 +364,14 @@ def cmd_list(a: argparse.Namespace) -> int:
 _COMMANDS = {"run": cmd_run, "report": cmd_report, "merge": cmd_merge, "list": cmd_list}
 
 
+def _light_errors() -> tuple[type[BaseException], ...]:
+    from bench.merge import MergeError
+    from bench.records import RecordError
+    from bench.shard import ShardError
+
+    return (UsageError, argparse.ArgumentTypeError, RecordError, MergeError, ShardError)
+
+
 def _input_errors() -> tuple[type[BaseException], ...]:
     from bench.merge import MergeError
     from bench.models import ModelError
@@ -384,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         a = _parser().parse_args(argv)
         return _COMMANDS[a.command](a)
-    except (UsageError, argparse.ArgumentTypeError) as exc:  # before _input_errors(): it imports torch
+    except _light_errors() as exc:  # before _input_errors(), which imports torch to name its errors
         return _bad_input(exc)
     except _input_errors() as exc:
         return _bad_input(exc)

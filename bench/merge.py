@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .fingerprint import ENV_KEYS
 
-__all__ = ["MergeError", "MergeResult", "carry_benchmarks", "merge_runs", "relevant_env_keys"]
+__all__ = ["MergeError", "MergeResult", "carry_benchmarks", "merge_runs", "previous_benchmarks", "relevant_env_keys"]
 
 log = logging.getLogger("bench.merge")
 
@@ -35,9 +35,8 @@ class MergeResult:
     report: Path
 
 
-def relevant_env_keys(plan) -> tuple[str, ...]:
-    """The environment keys whose difference makes shards of ``plan`` incomparable."""
-    devices = {c.device for c in plan.cases}
+def relevant_env_keys(devices: set[str]) -> tuple[str, ...]:
+    """The environment keys whose difference makes shards of a plan on ``devices`` incomparable."""
     drop = set()
     if "cuda" not in devices:
         drop.add("gpu")
@@ -62,9 +61,7 @@ def _first_difference(a: dict, b: dict) -> str:
 
 def merge_runs(out: Path, shard_dirs: list[Path], *, allow_mixed_env: bool = False, command: str | None = None) -> MergeResult:
     """Merge ``shard_dirs`` into the new run directory ``out`` and write its report."""
-    from .plan import Plan
     from .records import read_records
-    from .report import write_report
 
     out = Path(out)
     if not shard_dirs:
@@ -83,13 +80,14 @@ def merge_runs(out: Path, shard_dirs: list[Path], *, allow_mixed_env: bool = Fal
     if (out / "records.jsonl").exists():
         raise MergeError(f"{out} already holds a run (records.jsonl); merge into a new directory")
 
-    plans = [Plan.load_json(d / "plan.json") for d in dirs]
-    ref = plans[0].to_dict()
-    for d, p in zip(dirs[1:], plans[1:]):
-        if p.to_dict() != ref:
-            key = _first_difference(ref, p.to_dict())
+    raw = [_json(d / "plan.json", "plan") for d in dirs]  # compared as written, before importing torch
+    for d, p in zip(dirs, raw):
+        if not isinstance(p, dict) or not isinstance(p.get("cases"), list):
+            raise MergeError(f"{d}/plan.json is not a plan written by `prunebench run`; re-run that shard")
+    for d, p in zip(dirs[1:], raw[1:]):
+        if p != raw[0]:
+            key = _first_difference(raw[0], p)
             raise MergeError(f"{d} ran a different plan than {dirs[0]} (they differ in {key!r}); merge only shards of one plan")
-    plan = plans[0]
 
     infos = [_json(d / "run.json", "run metadata") if (d / "run.json").is_file() else {} for d in dirs]
     specs = [i.get("shard") for i in infos]
@@ -105,7 +103,7 @@ def merge_runs(out: Path, shard_dirs: list[Path], *, allow_mixed_env: bool = Fal
             seen[s] = d
 
     envs = [_json(d / "env.json", "environment") for d in dirs]
-    keys = relevant_env_keys(plan)
+    keys = relevant_env_keys({c.get("device") for c in raw[0]["cases"] if isinstance(c, dict)})
     mixed = {}
     for k in keys:
         values = [e.get(k) for e in envs]
@@ -119,16 +117,22 @@ def merge_runs(out: Path, shard_dirs: list[Path], *, allow_mixed_env: bool = Fal
 
     lines: list[dict] = []
     owner: dict[str, Path] = {}
-    planned = {c.case_id for c in plan.cases}
     for d in dirs:
         for r in read_records(d / "records.jsonl", latest=True):
             if r["case_id"] in owner:
                 raise MergeError(f"case {r['case_id']} is recorded by both {owner[r['case_id']]} and {d}; "
                                  "merge disjoint shards (resume one run instead of running a case twice)")
-            if r["case_id"] not in planned:
-                raise MergeError(f"{d} records case {r['case_id']}, which is not in its plan; re-run that shard")
             owner[r["case_id"]] = d
         lines += read_records(d / "records.jsonl", latest=False)
+
+    from .plan import Plan
+    from .report import write_report
+
+    plan = Plan.load_json(dirs[0] / "plan.json")
+    planned = {c.case_id for c in plan.cases}
+    stray = sorted(set(owner) - planned)
+    if stray:
+        raise MergeError(f"{owner[stray[0]]} records case {stray[0]}, which is not in its plan; re-run that shard")
 
     order = {c.case_id: i for i, c in enumerate(plan.cases)}
     lines.sort(key=lambda r: order.get(r["case_id"], len(order)))  # plan order; a case's history stays in order
@@ -187,3 +191,29 @@ def carry_benchmarks(path: Path, previous: dict | None, rerun: set[str]) -> None
     by_case.update({b.get("param"): b for b in doc.get("benchmarks", [])})
     doc["benchmarks"] = list(by_case.values())
     path.write_text(json.dumps(doc, indent=1))
+    path.with_name(path.name + ".prev").unlink(missing_ok=True)
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except ValueError:  # pytest-benchmark truncates its --benchmark-json at start: a killed run leaves it empty
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def previous_benchmarks(run: Path) -> dict | None:
+    """The benchmarks a run directory already holds, kept aside in ``benchmark.json.prev`` before a
+    resumed run lets pytest-benchmark truncate ``benchmark.json`` (so a kill cannot lose them)."""
+    run = Path(run)
+    prev, cur = _load(run / "benchmark.json.prev"), _load(run / "benchmark.json")
+    if prev and cur:
+        by_case = {b.get("param"): b for b in prev.get("benchmarks", [])}
+        by_case.update({b.get("param"): b for b in cur.get("benchmarks", [])})
+        cur["benchmarks"] = list(by_case.values())
+    doc = cur or prev
+    if doc:
+        tmp = run / "benchmark.json.prev.tmp"
+        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.replace(run / "benchmark.json.prev")
+    return doc
