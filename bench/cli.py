@@ -217,21 +217,30 @@ def _preflight_models(plan) -> None:
             get_model(model)
 
 
+def _resume(a: argparse.Namespace) -> int:
+    """``run --resume RUN_DIR``: the run's own plan, shard and selection; only cases not yet ok run."""
+    from bench.records import read_records
+
+    out = Path(a.resume)
+    info = _run_info(out)
+    if (out / "records.jsonl").is_file():
+        read_records(out / "records.jsonl")  # a corrupt records file is refused before anything heavy
+    from bench.plan import Plan
+
+    plan = Plan.load_json(out / "plan.json")
+    info.setdefault("run_id", time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4])
+    info["isolate"] = a.isolate or info.get("isolate", False)
+    info["case_timeout_s"] = a.case_timeout or info.get("case_timeout_s")
+    info["select"] = a.select or info.get("select")
+    command = (out / "command.txt").read_text().strip() if (out / "command.txt").is_file() else None
+    print(f"prunebench: resuming {out}", flush=True)
+    return _execute(out, plan, info, command, resume=True)
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     _check_flags(a)
     if a.resume:
-        from bench.plan import Plan
-
-        out = Path(a.resume)
-        info = _run_info(out)
-        plan = Plan.load_json(out / "plan.json")
-        info.setdefault("run_id", time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4])
-        info["isolate"] = a.isolate or info.get("isolate", False)
-        info["case_timeout_s"] = a.case_timeout or info.get("case_timeout_s")
-        info["select"] = a.select or info.get("select")
-        command = (out / "command.txt").read_text().strip() if (out / "command.txt").is_file() else None
-        print(f"prunebench: resuming {out}", flush=True)
-        return _execute(out, plan, info, command, resume=True)
+        return _resume(a)
     plan = _build_plan(a)
     _check_runnable(plan)
     _preflight_models(plan)
@@ -366,10 +375,11 @@ _COMMANDS = {"run": cmd_run, "report": cmd_report, "merge": cmd_merge, "list": c
 
 def _light_errors() -> tuple[type[BaseException], ...]:
     from bench.merge import MergeError
+    from bench.ray_executor import RayExecutorError
     from bench.records import RecordError
     from bench.shard import ShardError
 
-    return (UsageError, argparse.ArgumentTypeError, RecordError, MergeError, ShardError)
+    return (UsageError, argparse.ArgumentTypeError, RecordError, MergeError, ShardError, RayExecutorError)
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:

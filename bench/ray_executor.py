@@ -20,12 +20,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["run_on_ray", "shard_resources"]
+__all__ = ["RayExecutorError", "run_on_ray", "shard_resources"]
 
 log = logging.getLogger("bench.ray_executor")
 
 _FILES = ("records.jsonl", "records.jsonl.partial", "plan.json", "env.json", "run.json", "benchmark.json",
           "report.md", "command.txt")
+
+
+class RayExecutorError(ValueError):
+    """Ray cannot be started or reached; the message says what to check."""
 
 
 def shard_resources(cases) -> dict:
@@ -61,8 +65,13 @@ def run_on_ray(plan, out: Path, info: dict, command: str | None = None) -> int:
     shards = [(i, plan.cases_in_shard((i, n))) for i in range(1, n + 1)]
     shards = [(i, cases) for i, cases in shards if cases]
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        address = os.environ.pop("RAY_ADDRESS", None) or None  # an empty RAY_ADDRESS means a local instance
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+            raise RayExecutorError(f"cannot start or reach {where} ({str(exc).strip().splitlines()[0][:200]}); "
+                                   "check RAY_ADDRESS or run `ray start --head`") from None
     task = ray.remote(max_retries=1)(_run_shard)
     pending = {}
     for i, cases in shards:
