@@ -12,6 +12,9 @@ the Record. A child that dies without answering becomes a record of its own:
   it ran, or its process group's sampled RSS had reached 80% of the memory available at its start.
 - ``crashed``: any other death: the signal or exit code, and the last lines of its stderr.
 
+The whole output of a child that timed out, crashed or ran out of memory is kept in
+``RUN_DIR/logs/<case id>.log``.
+
 pytest-benchmark only times code that runs in the pytest process, so under ``--isolate`` the child
 measures without the fixture and the parent hands the child's raw rounds to the case's fixture; the
 figures in ``benchmark.json`` are then the same samples the Record was computed from.
@@ -77,7 +80,7 @@ def classify_exception(exc: BaseException) -> tuple[str, str]:
     msg = _one_line(exc if msg is None else msg)
     if isinstance(exc, MemoryError) or "OutOfMemory" in name:
         return "oom", f"{name}: {msg}"
-    if name == "Failed" and msg.startswith("Timeout"):  # pytest-timeout's signal method
+    if isinstance(exc, TimeoutError) or (name == "Failed" and msg.startswith("Timeout")):  # pytest-timeout's signal method
         return "timeout", f"{name}: {msg}"
     return "failed", f"{name}: {msg}"
 
@@ -262,6 +265,7 @@ def _child_main(job_path: str) -> int:
     case = next(c for c in plan.cases if c.case_id == job["case_id"])
     session = Session(plan, Path(job["out_dir"]), job["run_id"], case_timeout_s=job.get("case_timeout_s"))
     rec = Record()
+    t0 = time.perf_counter()
     try:
         session.describe(case, rec)
         session.run(case, rec)
@@ -269,6 +273,7 @@ def _child_main(job_path: str) -> int:
     except Exception as exc:  # the parent records it; the traceback goes to the child's log
         traceback.print_exc()
         rec.status, rec.error = classify_exception(exc)
+        rec.duration_s = round(time.perf_counter() - t0, 2)
     finally:
         session.close()
     result = {"status": rec.status, "error": rec.error, "record": asdict(rec), "samples": list(session.last_samples)}

@@ -154,9 +154,10 @@ def test_child_exit_is_classified_by_the_stated_rule(returncode, timed_out, evid
 @pytest.mark.parametrize("exc, status", [
     (MemoryError("x"), "oom"),
     (type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory"), "oom"),
+    (TimeoutError("memory measurement got no answer in 5s"), "timeout"),
     (ValueError("bad"), "failed"),
 ])
-def test_exceptions_are_classified_oom_or_failed(exc, status):
+def test_exceptions_are_classified_oom_timeout_or_failed(exc, status):
     assert classify_exception(exc)[0] == status
     assert classify_exception(exc)[1].startswith(type(exc).__name__ + ": ")
 
