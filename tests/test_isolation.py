@@ -119,20 +119,29 @@ def test_isolated_run_records_a_raise_and_a_segfault_and_goes_on(tmp_path, plan_
     assert (out / "logs" / (MASKED_B2.replace("/", "__") + ".log")).is_file()
 
 
-def test_isolated_case_that_hangs_is_killed_at_its_timeout_with_its_process_group(tmp_path, plan_file):
+def test_isolated_case_that_hangs_is_killed_at_its_timeout_with_its_process_group(tmp_path, plan_file, monkeypatch):
     import psutil
 
-    out = tmp_path / "run"
+    from bench.engine import Session
+    from bench.isolate import IsolatedCaseError, run_isolated
+    from bench.records import Record
+
+    monkeypatch.setenv("PRUNEBENCH_FAULT", f"hang@{MASKED_B1}")
+    plan = load_plan(plan_file)
+    case = next(c for c in plan.cases if c.case_id == MASKED_B1)
+    session = Session(plan, tmp_path / "run", "r", isolate=True, case_timeout_s=3)
+    rec = Record()
+    session.describe(case, rec)
+    workdir = str(session.workdir(case))  # the child's command line names its job file in there
     t0 = time.monotonic()
-    proc = _cli(["run", "--plan", str(plan_file), "--out", str(out), "--isolate", "--case-timeout", "3", "-k", "masked and b1s8"],
-                tmp_path, f"hang@{MASKED_B1}")
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    assert time.monotonic() - t0 < 60
-    rec = _by_case(out)[MASKED_B1]
-    assert rec["status"] == "timeout"
-    assert "no result within 3s wall clock" in rec["error"]
-    assert 3 <= rec["duration_s"] < 20
-    leftovers = [p.pid for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    with pytest.raises(IsolatedCaseError) as err:
+        run_isolated(session, case, rec)
+    session.close()
+    assert err.value.status == rec.status == "timeout"
+    assert rec.error.startswith("no result within 3s wall clock")
+    assert 3 <= rec.duration_s < 20 and time.monotonic() - t0 < 30
+    assert (tmp_path / "run" / "logs" / (MASKED_B1.replace("/", "__") + ".log")).is_file()
+    leftovers = [p.pid for p in psutil.process_iter(["cmdline"]) if workdir in " ".join(p.info["cmdline"] or [])]
     assert leftovers == []
 
 
