@@ -1,4 +1,4 @@
-"""``prunebench run | report | prune | list``: the command line.
+"""``prunebench run | report | prune | merge | list``: the command line.
 
 Exit codes: 0 done; 1 a case failed (or a regression); 2 bad input, one line naming the problem and
 the fix, no traceback.
@@ -7,6 +7,7 @@ the fix, no traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -47,6 +48,31 @@ def _names(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def _shard(text: str) -> str:
+    from bench.shard import ShardError, format_shard, parse_shard
+
+    try:
+        return format_shard(parse_shard(text))
+    except ShardError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds, e.g. 600")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="prunebench", description="Does pruning make a transformer encoder faster, smaller or lighter, here?")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -67,6 +93,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--time-cap", type=float, help="seconds of paired latency rounds per case")
     r.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory measurement")
     r.add_argument("-k", dest="select", help="pytest -k expression to select cases by case id")
+    r.add_argument("--isolate", action="store_true",
+                   help="run each case in its own subprocess with a wall-clock limit: a crash, hang or OOM costs that case only")
+    r.add_argument("--case-timeout", type=_seconds, metavar="S",
+                   help="wall-clock seconds per isolated case (default 900) and per memory measurement (default 300)")
+    r.add_argument("--resume", metavar="RUN_DIR",
+                   help="finish a stopped run: re-run only the cases of RUN_DIR whose latest record is not ok, then rewrite its report")
+    r.add_argument("--shard", type=_shard, metavar="I/N", help="run only shard I of N (cases split by a hash of their id); join with `prunebench merge`")
+    r.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local (default) or ray: one Ray task per shard, then merged into --out")
+    r.add_argument("--shards", type=_count, metavar="N", help="with --executor ray: number of shards (default 4)")
 
     rp = sub.add_parser("report", help="regenerate report.md of a run from its records")
     rp.add_argument("run_dir")
@@ -80,6 +116,12 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0, help="seed for random methods")
     pr.add_argument("--out", required=True, help="directory to write (must not hold a model yet)")
     pr.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors", help="file format")
+
+    mg = sub.add_parser("merge", help="join the run directories of shards of one plan into one run directory")
+    mg.add_argument("out_dir", help="the merged run directory (new)")
+    mg.add_argument("shard_dirs", nargs="+", help="run directories written by `prunebench run --shard i/n`")
+    mg.add_argument("--allow-mixed-env", action="store_true",
+                    help="merge shards measured on different CPUs/GPUs or library versions (each record keeps its own env)")
 
     sub.add_parser("list", help="models, methods, runtimes, and why any is unavailable here")
     return p
@@ -130,36 +172,175 @@ def _check_runnable(plan) -> None:
         raise UsageError(f"no case of this plan can run here: {sorted(reasons)[0]}; choose another --device or --runtimes")
 
 
+_PLAN_FLAGS = {"model": "--model", "methods": "--methods", "sparsity": "--sparsity", "scope": "--scope",
+               "runtimes": "--runtimes", "device": "--device", "batch": "--batch", "seq_len": "--seq-len",
+               "threads": "--threads", "plan": "--plan", "out": "--out", "quick": "--quick", "time_cap": "--time-cap",
+               "no_memory": "--no-memory", "shard": "--shard", "shards": "--shards"}
+
+
+def _check_flags(a: argparse.Namespace) -> None:
+    """Refuse flag combinations that cannot mean anything, before anything heavy is imported."""
+    if a.resume:
+        given = [flag for dest, flag in _PLAN_FLAGS.items() if getattr(a, dest)]
+        if given or a.executor != "local":
+            given += ["--executor"] if a.executor != "local" else []
+            raise UsageError(f"--resume reuses the plan of {a.resume}; drop {', '.join(given)} "
+                             "(only --isolate, --case-timeout and -k go with --resume)")
+        run = Path(a.resume)
+        if not run.is_dir():
+            raise UsageError(f"--resume {run}: no such run directory; pass a directory written by `prunebench run`")
+        if not (run / "plan.json").is_file():
+            raise UsageError(f"--resume {run}: it has no plan.json, so it is not a prunebench run; start a new run with --out")
+    if a.executor == "ray":
+        import importlib.util
+
+        if a.shard:
+            raise UsageError("--executor ray makes its own shards; use --shards N instead of --shard")
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError("--executor ray needs the optional package ray; pip install 'prunebench[ray]' or drop --executor")
+    elif a.shards:
+        raise UsageError("--shards goes with --executor ray; to run one shard here, pass --shard I/N")
+
+
+def _run_info(run: Path) -> dict:
+    path = run / "run.json"
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except ValueError as exc:
+        raise UsageError(f"{path} is not valid JSON ({exc}); repair it or delete it to resume with a new run id") from None
+    if not isinstance(info, dict):
+        raise UsageError(f"{path} is not a prunebench run.json; delete it to resume with a new run id")
+    return info
+
+
+def _preflight_models(plan) -> None:
+    """Load each local model directory once before the run, so a broken one is bad input (exit 2),
+    not one failed case per cell; in-process runs reuse the loaded model."""
+    from bench.models import model_names
+
+    for model in dict.fromkeys(c.model for c in plan.cases):
+        if model not in model_names():
+            from bench.engine import get_model
+
+            get_model(model)
+
+
+def _resume(a: argparse.Namespace) -> int:
+    """``run --resume RUN_DIR``: the run's own plan, shard and selection; only cases not yet ok run."""
+    from bench.records import read_records
+
+    out = Path(a.resume)
+    info = _run_info(out)
+    if (out / "records.jsonl").is_file():
+        read_records(out / "records.jsonl")  # a corrupt records file is refused before anything heavy
+    from bench.plan import Plan
+
+    plan = Plan.load_json(out / "plan.json")
+    info.setdefault("run_id", time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4])
+    info["isolate"] = a.isolate or info.get("isolate", False)
+    info["case_timeout_s"] = a.case_timeout or info.get("case_timeout_s")
+    info["select"] = a.select or info.get("select")
+    command = (out / "command.txt").read_text().strip() if (out / "command.txt").is_file() else None
+    print(f"prunebench: resuming {out}", flush=True)
+    return _execute(out, plan, info, command, resume=True)
+
+
 def cmd_run(a: argparse.Namespace) -> int:
+    _check_flags(a)
+    if a.resume:
+        return _resume(a)
+    plan = _build_plan(a)
+    _check_runnable(plan)
+    _preflight_models(plan)
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+    out = _out_dir(a, run_id)
+    command = "prunebench " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+    info = {"run_id": run_id, "shard": a.shard, "select": a.select, "isolate": a.isolate, "case_timeout_s": a.case_timeout}
+    plan.save(out / "plan.json")
+    (out / "command.txt").write_text(command + "\n")
+    if a.executor == "ray":
+        from bench.ray_executor import run_on_ray
+
+        info["executor"], info["shards"] = "ray", a.shards or 4
+        (out / "run.json").write_text(json.dumps(info, indent=1))
+        return run_on_ray(plan, out, info, command)
+    (out / "run.json").write_text(json.dumps(info, indent=1))
+    return _execute(out, plan, info, command, resume=False)
+
+
+def _execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> int:
+    """Run the plan's cases (its shard, less what a resumed run has ok) under pytest, then write the report."""
     import pytest
 
     from bench.records import read_records
     from bench.report import summary_table, write_report
+    from bench.shard import parse_shard
 
-    plan = _build_plan(a)
-    _check_runnable(plan)
-    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
-    out = _out_dir(a, run_id)
-    plan.save(out / "plan.json")
-    command = "prunebench " + " ".join(shlex.quote(x) for x in sys.argv[1:])
-    (out / "command.txt").write_text(command + "\n")
-    print(f"prunebench: {len(plan.cases)} cases -> {out}", flush=True)
-    args = ["--pyargs", "bench.suites", "-q", "--no-header", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning",
-            f"--prunebench-plan={out / 'plan.json'}", f"--prunebench-out={out}", f"--prunebench-run-id={run_id}",
-            f"--benchmark-json={out / 'benchmark.json'}", "--benchmark-quiet", "--benchmark-disable-gc"]
-    if a.select:
-        args += ["-k", a.select]
-    code = pytest.main(args)
+    shard = parse_shard(info["shard"]) if info.get("shard") else None
+    cases = plan.cases_in_shard(shard)
+    prior = read_records(out) if resume and (out / "records.jsonl").is_file() else []
+    ok = {r["case_id"] for r in prior if r["status"] == "ok"}
+    todo = [c for c in cases if c.case_id not in ok]
+    where = f" (shard {info['shard']} of {len(plan.cases)})" if shard else ""
+    print(f"prunebench: {len(todo)} cases{where} -> {out}" + (f"; {len(ok)} already ok" if resume else ""), flush=True)
+    previous = None
+    if resume:  # kept aside first: pytest-benchmark truncates benchmark.json when it starts
+        from bench.merge import previous_benchmarks
+
+        previous = previous_benchmarks(out)
+    code = None
+    if todo:
+        args = ["--pyargs", "bench.suites", "-q", "--no-header", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning",
+                f"--prunebench-plan={out / 'plan.json'}", f"--prunebench-out={out}", f"--prunebench-run-id={info['run_id']}",
+                f"--benchmark-json={out / 'benchmark.json'}", "--benchmark-quiet", "--benchmark-disable-gc"]
+        args += [f"--prunebench-shard={info['shard']}"] if shard else []
+        args += ["--prunebench-resume"] if resume else []
+        args += ["--prunebench-isolate"] if info.get("isolate") else []
+        args += [f"--prunebench-case-timeout={info['case_timeout_s']}"] if info.get("case_timeout_s") else []
+        args += ["-k", info["select"]] if info.get("select") else []
+        code = pytest.main(args)
+    else:  # an empty shard, or a resumed run with nothing left to do: still a complete run directory
+        from bench.engine import environment
+
+        (out / "records.jsonl").touch()
+        (out / "env.json").exists() or (out / "env.json").write_text(json.dumps(environment(), indent=1))
+    if previous:
+        from bench.merge import carry_benchmarks
+
+        carry_benchmarks(out / "benchmark.json", previous, {c.case_id for c in todo})
+    interrupted = code == pytest.ExitCode.INTERRUPTED
     if not (out / "records.jsonl").exists():
         print(f"prunebench: no case ran (pytest exit {int(code)})", file=sys.stderr)
-        return 1
+        return 130 if interrupted else 1
     records = read_records(out / "records.jsonl")
     report = write_report(out, command)
     print()
     print(summary_table(records))
     print(f"\nreport: {report}")
+    if interrupted:
+        left = len({c.case_id for c in cases} - {r["case_id"] for r in records})
+        print(f"prunebench: interrupted with {left} of {len(cases)} cases not run; "
+              f"finish with `prunebench run --resume {out}`", file=sys.stderr)
+        return 130
     bad = [r for r in records if r["status"] not in ("ok", "skipped")]
     return 1 if bad else 0
+
+
+def cmd_merge(a: argparse.Namespace) -> int:
+    from bench.merge import merge_runs
+    from bench.report import summary_table
+
+    command = "prunebench " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+    result = merge_runs(Path(a.out_dir), [Path(d) for d in a.shard_dirs], allow_mixed_env=a.allow_mixed_env, command=command)
+    print(summary_table(result.records))
+    print(f"\nmerged {len(a.shard_dirs)} run directories, {len(result.records)} cases -> {result.report}")
+    if result.missing:
+        print(f"prunebench: {len(result.missing)} planned cases have no record (e.g. {result.missing[0]}); "
+              "merge the missing shards or run them with --shard", file=sys.stderr)
+    bad = [r for r in result.records if r["status"] not in ("ok", "skipped")]
+    return 1 if bad or result.missing else 0
 
 
 def cmd_report(a: argparse.Namespace) -> int:
@@ -250,17 +431,28 @@ def cmd_list(a: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": cmd_run, "report": cmd_report, "prune": cmd_prune, "list": cmd_list}
+_COMMANDS = {"run": cmd_run, "report": cmd_report, "prune": cmd_prune, "merge": cmd_merge, "list": cmd_list}
+
+
+def _light_errors() -> tuple[type[BaseException], ...]:
+    from bench.merge import MergeError
+    from bench.ray_executor import RayExecutorError
+    from bench.records import RecordError
+    from bench.shard import ShardError
+
+    return (UsageError, argparse.ArgumentTypeError, RecordError, MergeError, ShardError, RayExecutorError)
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:
+    from bench.merge import MergeError
     from bench.models import ModelError
     from bench.plan import PlanError
     from bench.records import RecordError
     from bench.runtimes import UnknownRuntime
     from pruning import RecipeError, TargetError
 
-    return (UsageError, ModelError, PlanError, RecordError, UnknownRuntime, RecipeError, TargetError, argparse.ArgumentTypeError)
+    return (UsageError, ModelError, PlanError, RecordError, UnknownRuntime, RecipeError, TargetError, MergeError,
+            argparse.ArgumentTypeError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,13 +460,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         a = _parser().parse_args(argv)
         return _COMMANDS[a.command](a)
+    except _light_errors() as exc:  # before _input_errors(), which imports torch to name its errors
+        return _bad_input(exc)
     except _input_errors() as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"prunebench: error: {msg}", file=sys.stderr)
-        return 2
+        return _bad_input(exc)
     except KeyboardInterrupt:
         print("prunebench: interrupted", file=sys.stderr)
         return 130
+
+
+def _bad_input(exc: BaseException) -> int:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    print(f"prunebench: error: {msg}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -106,10 +106,14 @@ def build_runner(case: Case | dict, workdir: Path) -> Runner:
 class Session:
     """Everything shared by the cases of one run."""
 
-    def __init__(self, plan: Plan, out_dir: Path, run_id: str):
+    def __init__(self, plan: Plan, out_dir: Path, run_id: str, *, isolate: bool = False,
+                 case_timeout_s: float | None = None):
         self.plan = plan
         self.out_dir = Path(out_dir)
         self.run_id = run_id
+        self.isolate = isolate  # run each case in its own subprocess (bench/isolate.py)
+        self.case_timeout_s = case_timeout_s  # wall-clock limit of an isolated case and of a memory child
+        self.last_samples: tuple[float, ...] = ()  # the last case's variant latency samples (seconds)
         self._tmp = Path(tempfile.mkdtemp(prefix="prunebench-"))
         self._baselines: dict[str, Runner] = {}
         self._base_size: dict[str, object] = {}
@@ -202,6 +206,13 @@ class Session:
         rec.fingerprint = fingerprint(case, rec.env)
 
     def run(self, case: Case, rec: Record, benchmark=None) -> None:
+        if self.isolate:
+            from .isolate import run_isolated
+
+            return run_isolated(self, case, rec, benchmark)
+        from ._faults import inject
+
+        inject(case.case_id)
         t0 = time.perf_counter()
         torch.set_num_threads(case.threads)
         loaded = get_model(case.model)
@@ -237,7 +248,7 @@ class Session:
         with ThreadPoolExecutor(max_workers=2) as pool:
             size_f = pool.submit(measure_size, runner.artifact)
             base_size_f = pool.submit(self._baseline_size, case)
-            mem_f = pool.submit(measure_memory, case.to_dict(), self.workdir(case)) if self.plan.memory else None
+            mem_f = pool.submit(measure_memory, case.to_dict(), self.workdir(case), **self._mem_timeout()) if self.plan.memory else None
             base_mem_f = pool.submit(self._memory_baseline, case) if self.plan.memory else None
             if self.plan.quality:
                 q = fidelity(self.embeddings(case.model, PruneRecipe("dense")), self.embeddings(case.model, case.recipe))
@@ -261,6 +272,10 @@ class Session:
         rec.latency_ms, rec.baseline_latency_ms = round(lat.variant_ms, 4), round(lat.baseline_ms, 4)
         rec.latency_ratio, rec.latency_ratio_lo, rec.latency_ratio_hi = lat.ratio, lat.ratio_lo, lat.ratio_hi
         rec.latency_cv, rec.rounds, rec.unstable = lat.cv, lat.rounds, lat.unstable
+        p90, p99 = lat.variant_percentile_ms(0.90), lat.variant_percentile_ms(0.99)
+        rec.latency_p90_ms = None if p90 is None else round(p90, 4)
+        rec.latency_p99_ms = None if p99 is None else round(p99, 4)
+        self.last_samples = lat.variant_s
         rec.efficiency = rec.flops_ratio / lat.ratio if rec.flops_ratio else None
 
     def _dense(self, case: Case) -> int:
@@ -283,5 +298,8 @@ class Session:
     def _memory_baseline(self, case: Case):
         base = case.baseline
         if base.case_id not in self._mem_cache:
-            self._mem_cache[base.case_id] = measure_memory(base.to_dict(), self.workdir(base))
+            self._mem_cache[base.case_id] = measure_memory(base.to_dict(), self.workdir(base), **self._mem_timeout())
         return self._mem_cache[base.case_id]
+
+    def _mem_timeout(self) -> dict:
+        return {} if self.case_timeout_s is None else {"timeout_s": self.case_timeout_s}

@@ -160,8 +160,12 @@ def _from_dir(name: str, path: Path, weights: str) -> LoadedModel:
         model = None
     try:
         if model is None:
-            model = AutoModel.from_pretrained(str(path), config=config)
+            model, info = AutoModel.from_pretrained(str(path), config=config, output_loading_info=True,
+                                                    ignore_mismatched_sizes=True)
+            _check_loaded(path, model, info)
     except (OSError, RuntimeError, ValueError) as exc:
+        if isinstance(exc, ModelError):
+            raise
         raise ModelError(f"weights in {path} do not load into its config ({str(exc).splitlines()[0][:160]}); re-save the model") from exc
     block = getattr(config, "prunebench", None)  # a `prunebench prune` dir says whose weights it holds
     if isinstance(block, dict) and block.get("weights") in ("pretrained", "random-init"):
@@ -169,6 +173,23 @@ def _from_dir(name: str, path: Path, weights: str) -> LoadedModel:
     tok_dir = path if (path / "tokenizer_config.json").is_file() or (path / "tokenizer.json").is_file() else None
     arch = getattr(config, "model_type", "unknown")
     return LoadedModel(name, arch, weights, model, _tokenizer(tok_dir), str(path))
+
+
+def _check_loaded(path: Path, model: nn.Module, info: dict) -> None:
+    """Refuse a checkpoint whose tensor shapes differ from the config's, or most of whose tensors are
+    not the config's (transformers would only warn and leave them randomly initialised, so a
+    'pretrained' model would silently be random)."""
+    mismatched = sorted(info.get("mismatched_keys") or [], key=str)
+    if mismatched:
+        key, ckpt, want = (tuple(mismatched[0]) + (None, None))[:3]
+        shapes = f": {key} is {list(ckpt)} in the file, {list(want)} by the config" if want is not None else f" ({key})"
+        raise ModelError(f"the weights in {path} do not match its config.json{shapes} ({len(mismatched)} tensors differ); "
+                         "put the config.json that was saved with these weights beside them")
+    missing = list(info.get("missing_keys") or [])
+    total = len(model.state_dict())
+    if total and len(missing) > total / 2:
+        raise ModelError(f"the weights in {path} do not match its config.json: {len(missing)} of {total} tensors are missing "
+                         f"(e.g. {sorted(missing)[0]}); put the config.json that was saved with these weights beside them")
 
 
 def _from_config(name: str, seed: int) -> LoadedModel:
@@ -191,12 +212,23 @@ def resolve_model(name: str) -> str:
             raise ModelError(f"model directory {name} does not exist; pass an existing Hugging Face model directory")
         if not (path / "config.json").is_file():
             raise ModelError(f"{name} has no config.json; pass a directory written by save_pretrained or `prunebench prune`")
+        _check_config(path / "config.json")
         return str(path.resolve())
     import difflib
 
     near = difflib.get_close_matches(name, model_names(), n=1)
     hint = f" (did you mean {near[0]!r}?)" if near else ""
     raise ModelError(f"unknown model {name!r}{hint}; use one of {', '.join(model_names())} or a local model directory")
+
+
+def _check_config(cfg_file: Path) -> None:
+    """A config.json that is valid JSON naming its model_type (checked without importing transformers)."""
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise ModelError(f"{cfg_file} is not valid JSON ({exc}); regenerate it with save_pretrained") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
+        raise ModelError(f"{cfg_file} names no model_type; regenerate it with save_pretrained")
 
 
 _LOADERS: dict[str, Callable[[], LoadedModel]] = {}

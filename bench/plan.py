@@ -19,8 +19,9 @@ from pruning import PruneRecipe, RecipeError
 
 from .models import ModelError, resolve_model
 from .runtimes import get_runtime
+from .shard import in_shard, parse_shard
 
-__all__ = ["Case", "Plan", "PlanError", "builtin_plan", "load_plan", "plan_from_dict"]
+__all__ = ["Case", "Plan", "PlanError", "builtin_plan", "in_shard", "load_plan", "parse_shard", "plan_from_dict"]
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -105,10 +106,20 @@ class Plan:
     def __post_init__(self) -> None:
         if not self.cases:
             raise PlanError("the plan has no cases; give at least one model, recipe and runtime")
+        for name in ("ci_target", "time_cap_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise PlanError(f"{name} must be a number, got {v!r}")
         if not 0 < self.ci_target < 1:
             raise PlanError(f"ci_target {self.ci_target!r} must be in (0, 1), e.g. 0.03")
         if not self.time_cap_s > 0:
             raise PlanError(f"time_cap_s {self.time_cap_s!r} must be positive")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise PlanError(f"warmup must be a non-negative integer, got {self.warmup!r}")
+        _positive_int("min_rounds", self.min_rounds)
+        for name in ("memory", "quality"):
+            if not isinstance(getattr(self, name), bool):
+                raise PlanError(f"{name} must be true or false, got {getattr(self, name)!r}")
         ids = [c.case_id for c in self.cases]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
@@ -128,7 +139,17 @@ class Plan:
 
     @classmethod
     def load_json(cls, path: Path) -> "Plan":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            if isinstance(exc, (PlanError, RecipeError, ModelError)):
+                raise
+            raise PlanError(f"{path} is not a plan written by `prunebench run` ({type(exc).__name__}: {exc}); "
+                            "pass the plan.json of a run directory") from None
+
+    def cases_in_shard(self, shard: tuple[int, int] | None) -> tuple[Case, ...]:
+        """The cases shard ``(i, n)`` runs (all cases when ``shard`` is None)."""
+        return self.cases if shard is None else tuple(c for c in self.cases if in_shard(c.case_id, *shard))
 
 
 def _as_list(name: str, value: Any) -> list:

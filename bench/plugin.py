@@ -23,6 +23,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--prunebench-plan", default=None, help="plan JSON written by `prunebench run` (default: the quick plan)")
     g.addoption("--prunebench-out", default=None, help="run directory for records.jsonl (default: results/<run-id>)")
     g.addoption("--prunebench-run-id", default=None, help="run id stored in every record")
+    g.addoption("--prunebench-shard", default=None, metavar="I/N", help="run only shard I of N of the plan (split by a hash of the case id)")
+    g.addoption("--prunebench-resume", action="store_true", help="skip cases whose latest record in the run directory is ok")
+    g.addoption("--prunebench-isolate", action="store_true", help="run each case in its own subprocess with a wall-clock limit")
+    g.addoption("--prunebench-case-timeout", type=float, default=None, metavar="S",
+                help="wall-clock seconds per isolated case and per memory measurement")
 
 
 class _State:
@@ -37,15 +42,34 @@ class _State:
         self.out.mkdir(parents=True, exist_ok=True)
         from bench.records import RecordWriter
 
-        self.writer = RecordWriter(self.out / "records.jsonl")
+        self.writer = RecordWriter(self.out / "records.jsonl")  # cuts a truncated last line first
+        self.cases = self._selected(config)
         self.done = 0
         self.session = None
+
+    def _selected(self, config: pytest.Config) -> tuple:
+        """The plan's cases this run measures: its shard, less what a resumed run already has ok."""
+        from bench.shard import ShardError, parse_shard
+
+        try:
+            shard = parse_shard(config.getoption("--prunebench-shard")) if config.getoption("--prunebench-shard") else None
+        except ShardError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        cases = self.plan.cases_in_shard(shard)
+        if config.getoption("--prunebench-resume") and self.writer.path.is_file():
+            from bench.records import read_records
+
+            ok = {r["case_id"] for r in read_records(self.writer.path) if r["status"] == "ok"}
+            cases = tuple(c for c in cases if c.case_id not in ok)
+        return cases
 
     def get_session(self):
         if self.session is None:
             from bench.engine import Session
 
-            self.session = Session(self.plan, self.out, self.run_id)
+            opt = self.config.getoption
+            self.session = Session(self.plan, self.out, self.run_id, isolate=opt("--prunebench-isolate"),
+                                   case_timeout_s=opt("--prunebench-case-timeout"))
         return self.session
 
 
@@ -62,7 +86,7 @@ def _get_state(config: pytest.Config) -> _State:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case" in metafunc.fixturenames:
-        cases = _get_state(metafunc.config).plan.cases
+        cases = _get_state(metafunc.config).cases
         metafunc.parametrize("case", cases, ids=[c.case_id for c in cases])
 
 
@@ -84,19 +108,10 @@ def record(request: pytest.FixtureRequest):
     return rec
 
 
-def _one_line(text: str) -> str:
-    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
-    return lines[0][:500] if lines else ""
-
-
 def _status(call: pytest.CallInfo) -> tuple[str, str]:
-    exc = call.excinfo.value
-    name = type(exc).__name__
-    status = "oom" if isinstance(exc, MemoryError) or "OutOfMemory" in name else "failed"
-    from _pytest.outcomes import Failed
+    from bench.isolate import classify_exception
 
-    msg = _one_line(exc.msg if isinstance(exc, Failed) else exc)
-    return status, f"{name}: {msg}"
+    return classify_exception(call.excinfo.value)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -130,7 +145,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     state.writer.write(rec)
     item.stash[_WRITTEN] = True
     state.done += 1
-    n = len(state.plan.cases)
+    n = max(len(state.cases), 1)
     bar = "#" * int(20 * state.done / n)
     detail = ""
     if rec.status == "ok" and rec.latency_ratio is not None:

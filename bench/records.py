@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEMA", "STATUSES", "Record", "RecordError", "RecordWriter", "read_records"]
+__all__ = ["SCHEMA", "STATUSES", "Record", "RecordError", "RecordWriter", "latest_by_case", "read_records"]
 
 log = logging.getLogger("bench.records")
 SCHEMA = 1
@@ -61,6 +61,8 @@ class Record:
     latency_ratio_lo: float | None = None
     latency_ratio_hi: float | None = None
     latency_cv: float | None = None
+    latency_p90_ms: float | None = None  # variant's 90th percentile; null with fewer than 10 rounds
+    latency_p99_ms: float | None = None  # variant's 99th percentile; null with fewer than 100 rounds
     rounds: int | None = None
     flops_ratio: float | None = None
     efficiency: float | None = None
@@ -99,6 +101,7 @@ class RecordWriter:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        repair_tail(self.path)
 
     def write(self, record: Record) -> None:
         line = record.to_json() + "\n"
@@ -108,8 +111,52 @@ class RecordWriter:
             os.fsync(fh.fileno())
 
 
-def read_records(path: Path) -> list[dict]:
-    """Read a records file; a truncated last line (a killed run) is skipped with a warning."""
+def repair_tail(path: Path) -> None:
+    """Make an existing records file end on a line boundary before appending to it.
+
+    A runner killed mid-write can leave a partial last line; appending after it would glue the next
+    record onto it. A complete last line only lacks its newline; a partial one is moved to
+    ``<name>.partial`` (kept for inspection) and cut off.
+    """
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    cut = data.rfind(b"\n") + 1
+    tail = data[cut:]
+    try:
+        json.loads(tail)
+        complete = True
+    except ValueError:
+        complete = False
+    with open(path, "r+b") as fh:
+        if complete:
+            fh.seek(0, os.SEEK_END)
+            fh.write(b"\n")
+        else:
+            log.warning("%s: last line is truncated (a killed run?); moved to %s.partial", path, path.name)
+            with open(path.with_name(path.name + ".partial"), "ab") as part:
+                part.write(tail + b"\n")
+            fh.truncate(cut)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def latest_by_case(records: list[dict]) -> list[dict]:
+    """One record per case_id: the last one written (a resumed case's new result), in first-seen order."""
+    by: dict[str, dict] = {}
+    for d in records:
+        by[d["case_id"]] = d  # a dict keeps the key's first position and takes the new value
+    return list(by.values())
+
+
+def read_records(path: Path, latest: bool = True) -> list[dict]:
+    """Read a records file; a truncated last line (a killed run) is skipped with a warning.
+
+    With ``latest`` (the default) a case recorded more than once (a resumed run) counts once, by its
+    last record; earlier lines stay in the file as history and ``latest=False`` returns them all."""
     path = Path(path)
     if path.is_dir():
         path = path / "records.jsonl"
@@ -129,5 +176,7 @@ def read_records(path: Path) -> list[dict]:
             raise RecordError(f"{path}:{i} is not valid JSON ({exc.msg}); repair or delete that line") from exc
         if not isinstance(d, dict) or d.get("schema") != SCHEMA:
             raise RecordError(f"{path}:{i} has schema {d.get('schema') if isinstance(d, dict) else None!r}, this prunebench reads {SCHEMA}; re-run with a matching version")
+        if not isinstance(d.get("case_id"), str) or d.get("status") not in STATUSES:
+            raise RecordError(f"{path}:{i} is not a prunebench record (needs a case_id and a status in {', '.join(STATUSES)}); repair or delete that line")
         out.append(d)
-    return out
+    return latest_by_case(out) if latest else out

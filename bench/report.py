@@ -156,7 +156,11 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
     lines += [f"Machine: {env.get('cpu', '?')} ({env.get('cpu_count', '?')} cores), torch {env.get('torch', '?')}, "
               f"transformers {env.get('transformers', '?')}" + (f", GPU {env['gpu']}" if env.get("gpu") else "") + ".", ""]
     counts = df["status"].value_counts().to_dict() if len(df) else {}
-    lines += ["Cases: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".", ""]
+    unstable = int(df["unstable"].fillna(False).astype(bool).sum()) if "unstable" in df else 0
+    lines += ["Cases: " + (", ".join(f"{v} {k}" for k, v in counts.items()) or "none recorded")
+              + (f"; {unstable} with an unstable latency figure (⚠)" if unstable else "") + ".", ""]
+    if not len(df):
+        return "\n".join(lines)
     lines += ["## The tutorial's claim", "",
               "\"Inference speed and size barely decreased\" after `torch.nn.utils.prune`. What this run measured:", ""]
     lines += _claim(df) or ["- no successful pruned cases in this run."]

@@ -76,6 +76,17 @@ class Latency:
     def unstable(self) -> bool:
         return not (self.half_width <= self.target) or self.cv >= 0.10
 
+    def variant_percentile_ms(self, q: float) -> float | None:
+        """The variant's ``q`` quantile in ms, or None when the rounds cannot support it.
+
+        A q-quantile needs at least 1 / (1 - q) samples (p90: 10, p99: 100) so that some sample lies
+        above it; with fewer, any number would only be the maximum under another name."""
+        if not 0 < q < 1:
+            raise ValueError(f"quantile {q!r} must be in (0, 1)")
+        if len(self.variant_s) < math.ceil(round(1 / (1 - q), 9)):
+            return None
+        return float(np.quantile(self.variant_s, q) * 1e3)
+
     @property
     def variant_ms(self) -> float:
         return float(np.median(self.variant_s) * 1e3)

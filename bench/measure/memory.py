@@ -98,7 +98,8 @@ def _context():
 
 
 def measure_memory(case: dict, workdir: Path, timeout_s: float = 300.0) -> Memory:
-    """Peak memory of ``case`` (a Case as a dict) in a fresh process; raises on failure or timeout."""
+    """Peak memory of ``case`` (a Case as a dict) in a fresh process; raises on failure, TimeoutError
+    after ``timeout_s`` (``--case-timeout``)."""
     ctx = _context()
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(case, str(workdir), queue), daemon=True)
@@ -108,7 +109,9 @@ def measure_memory(case: dict, workdir: Path, timeout_s: float = 300.0) -> Memor
     except Exception as exc:
         proc.kill()
         proc.join()
-        raise RuntimeError(f"memory measurement got no answer in {timeout_s:.0f}s (exit code {proc.exitcode})") from exc
+        if proc.exitcode not in (None, -9):  # the child died by itself
+            raise RuntimeError(f"memory measurement child died (exit code {proc.exitcode}) without an answer") from exc
+        raise TimeoutError(f"memory measurement got no answer in {timeout_s:g}s and was killed; raise --case-timeout") from exc
     proc.join(timeout=30)
     if status != "ok":
         raise RuntimeError(f"memory measurement failed in the child process: {payload.strip().splitlines()[0]}")
