@@ -64,5 +64,5 @@ def test_directory_without_config_is_a_clear_error(tmp_path):
 
 def test_broken_config_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(ModelError, match="not a valid model config"):
+    with pytest.raises(ModelError, match="not valid JSON"):
         load_model(str(tmp_path))
