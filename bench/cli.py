@@ -1,4 +1,4 @@
-"""``prunebench run | report | list``: the command line.
+"""``prunebench run | report | compare | list``: the command line.
 
 Exit codes: 0 done; 1 a case failed (or a regression); 2 bad input, one line naming the problem and
 the fix, no traceback.
@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="regenerate report.md of a run from its records")
     rp.add_argument("run_dir")
+
+    c = sub.add_parser("compare", help="compare a run with a baseline run; exit 1 on a regression")
+    c.add_argument("baseline_dir")
+    c.add_argument("run_dir")
+    c.add_argument("--threshold", type=float, default=0.10,
+                   help="relative worsening of a latency ratio that counts (with disjoint 95%% CIs); default 0.10")
+    c.add_argument("--json", action="store_true", help="print the comparison as JSON instead of markdown")
 
     sub.add_parser("list", help="models, methods, runtimes, and why any is unavailable here")
     return p
@@ -162,6 +169,14 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(a: argparse.Namespace) -> int:
+    from bench.compare import compare_runs
+
+    result = compare_runs(a.baseline_dir, a.run_dir, a.threshold)
+    print(result.to_json() if a.json else result.to_markdown())
+    return result.exit_code
+
+
 def cmd_list(a: argparse.Namespace) -> int:
     import importlib.util
 
@@ -189,7 +204,7 @@ def cmd_list(a: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list}
+_COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "list": cmd_list}
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:
