@@ -113,11 +113,12 @@ class Comparison:
             "threshold": self.threshold,
             "regression": bool(self.regressions),
             "counts": self.counts(),
-            "cases": [asdict(c) for c in self.cases],
+            "cases": [_finite(asdict(c)) for c in self.cases],
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, default=_json_default)
+        """Strict JSON (NaN becomes null), for CI tooling."""
+        return json.dumps(self.to_dict(), indent=1, default=str, allow_nan=False)
 
     def to_markdown(self) -> str:
         """A table fit for a CI job summary, then one line per finding."""
@@ -154,10 +155,15 @@ class Comparison:
         return "\n".join(lines)
 
 
-def _json_default(x):
+def _finite(x):
+    """Replace NaN/inf (no CI) by None, recursively, so the JSON is strict."""
     if isinstance(x, float) and not math.isfinite(x):
         return None
-    return str(x)
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 def _num(x) -> bool:

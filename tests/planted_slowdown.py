@@ -1,9 +1,10 @@
 """A test-only runtime that plants a known slowdown, to check that the regression gate catches it.
 
 It replaces ``torch-dense`` (same name, so case ids match a normal run's) with torch-dense plus extra
-busy work after every forward of a *pruned* variant, proportional to that forward's own time: the
-paired latency ratio of each pruned case rises by exactly ``extra`` on any machine, while the dense
-baseline is untouched. It models a regression in how pruned variants execute (e.g. hooks left on).
+compute after every forward of a *pruned* variant, calibrated at prepare time to ``extra`` x that
+forward's own CPU time: the paired latency ratio of each pruned case rises by about ``extra``, while
+the dense baseline is untouched. It models a regression in how pruned variants execute (e.g.
+hooks left on).
 It never ships in the product's runtime list: tests install it, and so does this script:
 
     python tests/planted_slowdown.py 0.10 run --plan bench/plans/ci.toml --no-memory --out /tmp/planted10
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,18 +38,49 @@ EXTRA = 0.15  # fraction of each pruned forward's time spent in extra work
 
 
 class SlowRunner(Runner):
-    """torch-dense's runner, then ``extra`` x the forward's own duration of busy work."""
+    """torch-dense's runner, then extra compute of ``extra`` x the forward's own (CPU) cost.
+
+    The extra work is real compute (small matmuls on the same threads), not a timed wait, so on a
+    loaded machine it is stretched like the forward is.
+    """
 
     def __init__(self, inner: Runner, extra: float):
         self.inner, self.extra = inner, extra
         self.device, self.artifact, self.model = inner.device, inner.artifact, inner.model
+        gen = torch.Generator().manual_seed(0)
+        self._a = torch.randn(32, 64, generator=gen).to(self.device)
+        self._b = torch.randn(64, 64, generator=gen).to(self.device)
+        self.units = 0
+        self._calibrate()
+
+    def _work(self, units: int) -> None:
+        with torch.inference_mode():
+            for _ in range(units):
+                torch.mm(self._a, self._b)
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def _calibrate(self, pairs: int = 20) -> int:
+        """Units of work whose CPU time is ``extra`` x the forward's (per torch thread; the small matmuls run
+        on one). CPU time, unlike wall time, does not count the time other processes take the core, so
+        the plant is the same amount of work on a quiet or a loaded machine."""
+        threads = torch.get_num_threads()
+        self.inner()
+        self.units = 50
+        for _ in range(2):
+            ratios = []
+            for _ in range(pairs):
+                c0 = time.process_time()
+                self.inner()
+                c1 = time.process_time()
+                self._work(self.units)
+                ratios.append((time.process_time() - c1) / max((c1 - c0) / threads, 1e-9))
+            self.units = max(1, round(self.units * self.extra / max(statistics.median(ratios), 1e-6)))
+        return self.units
 
     def __call__(self) -> None:
-        t0 = time.perf_counter()
         self.inner()
-        end = time.perf_counter() + self.extra * (time.perf_counter() - t0)
-        while time.perf_counter() < end:
-            pass
+        self._work(self.units)
 
     def outputs(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         return self.inner.outputs(inputs)

@@ -124,7 +124,7 @@ def test_disjoint_runs_refuse():
 
 # -- the command line ---------------------------------------------------------------------------------------------------
 
-def test_cli_exit_codes_and_json(tmp_path):
+def test_cli_exit_codes_and_json(tmp_path, capsys):
     base = _write(tmp_path / "base", [_record()], "prunebench run --plan bench/plans/ci.toml --out results/baseline")
     same = _write(tmp_path / "same", [_record()])
     worse = _write(tmp_path / "worse", [_record(latency_ratio=1.2, latency_ratio_lo=1.15, latency_ratio_hi=1.25)])
@@ -144,9 +144,12 @@ def test_cli_exit_codes_and_json(tmp_path):
     assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
     assert "torch differs" in refused.stderr and "results/baseline" in refused.stderr
 
+    from bench.cli import main
+
     for args in ((str(base), str(tmp_path / "nope")), (str(base), str(same), "--threshold", "1.5")):
-        r = _cli("compare", *args)
-        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert main(["compare", *args]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "prunebench: error:" in err, err
 
 
 # -- end to end on tiny-bert: A/A and a planted slowdown ------------------------------------------------------------------
