@@ -124,7 +124,8 @@ def _speed_answer(g: pd.DataFrame) -> str:
         return (f"speed: **the claim holds** — at most {1 - best['latency_ratio']:.0%} faster ({best_txt}); "
                 f"{len(faster)} of {n} measurably faster, {len(slower)} slower")
     slow = f"{len(slower)} of {n} measurably slower" if len(slower) else "none measurably slower either"
-    return f"speed: **the claim holds** — no variant is measurably faster, {slow} (latency {_span(g['latency_ratio'])} dense)"
+    return (f"speed: **the claim holds** — no variant is measurably faster (no 95% CI below 1.0), {slow} "
+            f"(latency {_span(g['latency_ratio'])} dense)")
 
 
 def _span(values: pd.Series) -> str:
