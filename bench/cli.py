@@ -1,4 +1,4 @@
-"""``prunebench run | report | prune | merge | list``: the command line.
+"""``prunebench run | report | compare | prune | merge | list``: the command line.
 
 Exit codes: 0 done; 1 a case failed (or a regression); 2 bad input, one line naming the problem and
 the fix, no traceback.
@@ -122,6 +122,13 @@ def _parser() -> argparse.ArgumentParser:
     mg.add_argument("shard_dirs", nargs="+", help="run directories written by `prunebench run --shard i/n`")
     mg.add_argument("--allow-mixed-env", action="store_true",
                     help="merge shards measured on different CPUs/GPUs or library versions (each record keeps its own env)")
+
+    c = sub.add_parser("compare", help="compare a run with a baseline run; exit 1 on a regression")
+    c.add_argument("baseline_dir")
+    c.add_argument("run_dir")
+    c.add_argument("--threshold", type=float, default=0.10,
+                   help="relative worsening of a latency ratio that counts (with disjoint 95%% CIs); default 0.10")
+    c.add_argument("--json", action="store_true", help="print the comparison as JSON instead of markdown")
 
     sub.add_parser("list", help="models, methods, runtimes, and why any is unavailable here")
     return p
@@ -403,6 +410,13 @@ def _export_onnx(model, loaded, path: Path) -> None:
         raise UsageError(f"ONNX Runtime outputs differ from torch by {diff:.3g} (> 1e-4); the export is wrong, use --format safetensors")
     print(f"  onnx: {path} (ONNX Runtime matches torch, max abs diff {diff:.1e})")
 
+def cmd_compare(a: argparse.Namespace) -> int:
+    from bench.compare import compare_runs
+
+    result = compare_runs(a.baseline_dir, a.run_dir, a.threshold)
+    print(result.to_json() if a.json else result.to_markdown())
+    return result.exit_code
+
 
 def cmd_list(a: argparse.Namespace) -> int:
     import importlib.util
@@ -431,7 +445,7 @@ def cmd_list(a: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": cmd_run, "report": cmd_report, "prune": cmd_prune, "merge": cmd_merge, "list": cmd_list}
+_COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "prune": cmd_prune, "merge": cmd_merge, "list": cmd_list}
 
 
 def _light_errors() -> tuple[type[BaseException], ...]:

@@ -1,4 +1,5 @@
-"""Records -> pandas -> markdown report: a table per model and a verdict per variant.
+"""Records -> pandas -> markdown report: the verdict on the tutorial's claim, plots, a table per
+model and a verdict per variant.
 
 A pure function of the records: ``prunebench report RUN_DIR`` regenerates it at any time.
 """
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .plots import write_plots
 from .records import read_records
 
 __all__ = ["frame", "latency_verdict", "render", "summary_table", "write_report"]
@@ -99,25 +101,76 @@ def _verdict(r: dict) -> str:
     return "; ".join(parts)
 
 
+# "Barely decreased": a variant counts as faster (or smaller) only when it is at least 10% below dense.
+BARELY = 0.10
+CLAIM = ("A widely read tutorial pruned DistilBERT with `torch.nn.utils.prune` and found that "
+         "\"inference speed and size barely decreased\".")
+
+
+def _speed_answer(g: pd.DataFrame) -> str:
+    g = g[g["latency_ratio"].notna()] if "latency_ratio" in g else g.iloc[0:0]
+    if g.empty:
+        return "speed not measured"
+    n = len(g)
+    faster = g[g["latency_ratio_hi"] < 1.0]
+    slower = g[g["latency_ratio_lo"] > 1.0]
+    much = faster[faster["latency_ratio"] <= 1 - BARELY]
+    best = g.loc[g["latency_ratio"].idxmin()]
+    best_txt = f"{best['recipe']} at {latency_verdict(best['latency_ratio'], best['latency_ratio_lo'], best['latency_ratio_hi']).split(': ', 1)[-1]}"
+    if len(much):
+        return (f"speed: **the claim fails** — {len(much)} of {n} variants are at least {BARELY:.0%} faster; "
+                f"best {best_txt}")
+    if len(faster):
+        return (f"speed: **the claim holds** — at most {1 - best['latency_ratio']:.0%} faster ({best_txt}); "
+                f"{len(faster)} of {n} measurably faster, {len(slower)} slower")
+    slow = f"{len(slower)} of {n} measurably slower" if len(slower) else "none measurably slower either"
+    return (f"speed: **the claim holds** — no variant is measurably faster (no 95% CI below 1.0), {slow} "
+            f"(latency {_span(g['latency_ratio'])} dense)")
+
+
+def _span(values: pd.Series) -> str:
+    lo, hi = float(values.min()), float(values.max())
+    return f"{lo:.2f}x" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}–{hi:.2f}x"
+
+
+def _size_answer(g: pd.DataFrame) -> str:
+    size = g[g["size_ratio"].notna()] if "size_ratio" in g else g.iloc[0:0]
+    if size.empty:
+        return "size not measured"
+    lo, hi = size["size_ratio"].min(), size["size_ratio"].max()
+    small = size.loc[size["size_ratio"].idxmin()]
+    if lo <= 1 - BARELY:
+        out = (f"size: **the claim fails** — {small['recipe']} is {lo:.2f}x dense on disk "
+               f"(range {lo:.2f}–{hi:.2f}x)")
+    else:
+        out = f"size: **the claim holds** — {_span(size['size_ratio'])} dense on disk" + (" (larger than dense)" if lo > 1 + 1e-9 else "")
+    gz = size[size["size_compressed_ratio"].notna()] if "size_compressed_ratio" in size else size.iloc[0:0]
+    if len(gz):
+        z = gz.loc[gz["size_compressed_ratio"].idxmin()]
+        out += f"; gzip-compressed down to {z['size_compressed_ratio']:.2f}x ({z['recipe']})"
+    return out
+
+
 def _claim(df: pd.DataFrame) -> list[str]:
     """The tutorial's claim ('speed and size barely decreased'), answered per runtime from the records."""
     out = []
     ok = df[(df["status"] == "ok") & (df["method"] != "dense")] if "method" in df else df.iloc[0:0]
+    holds, fails = [], []
     for runtime, g in ok.groupby("runtime", sort=False):
-        faster = g[g["latency_ratio_hi"] < 1.0]
-        slower = g[g["latency_ratio_lo"] > 1.0]
-        same = len(g) - len(faster) - len(slower)
-        size = g["size_ratio"].dropna()
-        gz = g["size_compressed_ratio"].dropna()
-        line = (f"- **{runtime}**: {len(faster)} of {len(g)} variants faster, {len(slower)} slower, {same} with no "
-                f"measurable change (latency ratio {g['latency_ratio'].min():.2f}–{g['latency_ratio'].max():.2f}); "
-                f"on-disk size {size.min():.2f}–{size.max():.2f}x dense")
-        if len(gz):
-            line += f", gzip-compressed {gz.min():.2f}–{gz.max():.2f}x dense raw"
-        mem = g["mem_ratio"].dropna()
+        parts = [_speed_answer(g), _size_answer(g)]
+        mem = g["mem_ratio"].dropna() if "mem_ratio" in g else []
         if len(mem):
-            line += f"; peak memory (model part) {mem.min():.2f}–{mem.max():.2f}x"
-        out.append(line + ".")
+            parts.append(f"peak memory (model part) {_span(mem)} dense")
+        out.append(f"- **{runtime}** ({len(g)} pruned variants): " + "; ".join(parts) + ".")
+        (fails if any("claim fails" in p for p in parts) else holds).append(runtime)
+    if out:
+        summary = []
+        if holds:
+            summary.append(f"the claim holds on {', '.join(holds)}")
+        if fails:
+            summary.append(f"it does not hold on {', '.join(fails)}")
+        out += ["", "**Answer:** " + "; ".join(summary) + f" (\"barely\" = less than {BARELY:.0%} below dense, "
+                "speed judged on the 95% CI of the paired latency ratio)."]
     return out
 
 
@@ -147,13 +200,18 @@ def _structured_section(df: pd.DataFrame) -> list[str]:
     return lines
 
 
-def render(records: list[dict], run_dir: Path | None = None, command: str | None = None) -> str:
+def render(records: list[dict], run_dir: Path | None = None, command: str | None = None,
+           plots: list[tuple[str, str]] | None = None) -> str:
+    """The markdown report: the verdict first, then plots (``(title, relative path)`` pairs), then tables."""
     df = frame(records)
     env = records[0].get("env", {}) if records else {}
     lines = ["# prunebench report", ""]
     if run_dir is not None:
-        lines.append(f"Run `{Path(run_dir).name}`" + (f", produced by `{command}`" if command else "") + ".")
-    lines += [f"Machine: {env.get('cpu', '?')} ({env.get('cpu_count', '?')} cores), torch {env.get('torch', '?')}, "
+        lines += [f"Run `{Path(run_dir).name}`.", ""]
+    lines += ["## Verdict: the tutorial's claim", "", CLAIM + " Answered per runtime from this run's own numbers"
+              + (f", produced by `{command}`:" if command else " (the command that produced them was not recorded):"), ""]
+    lines += _claim(df) or ["- no successful pruned cases in this run."]
+    lines += ["", f"Machine: {env.get('cpu', '?')} ({env.get('cpu_count', '?')} cores), torch {env.get('torch', '?')}, "
               f"transformers {env.get('transformers', '?')}" + (f", GPU {env['gpu']}" if env.get("gpu") else "") + ".", ""]
     counts = df["status"].value_counts().to_dict() if len(df) else {}
     unstable = int(df["unstable"].fillna(False).astype(bool).sum()) if "unstable" in df else 0
@@ -161,16 +219,17 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
               + (f"; {unstable} with an unstable latency figure (⚠)" if unstable else "") + ".", ""]
     if not len(df):
         return "\n".join(lines)
-    lines += ["## The tutorial's claim", "",
-              "\"Inference speed and size barely decreased\" after `torch.nn.utils.prune`. What this run measured:", ""]
-    lines += _claim(df) or ["- no successful pruned cases in this run."]
-    lines += ["",
+    lines += [
               "Latency ratio = variant / dense baseline in the same runtime and device, median of per-round pairs "
               "timed interleaved in one process, with a 95% bootstrap CI (⚠ = CI wider than the target or CV ≥ 10%). "
               "Size ratio = bytes of what the runtime keeps on disk / dense safetensors. "
               "Memory: peak RSS while serving in a fresh process; the ratio compares the part above the bare "
               "process (libraries imported). Quality = mean cosine of mean-pooled embeddings to the dense model "
               "and top-10 neighbour agreement, on the bundled sentence set; efficiency = FLOP ratio / latency ratio.", ""]
+    if plots:
+        lines += ["## Plots", ""]
+        for title, path in plots:
+            lines += [f"### {title}", "", f"![{title}]({path})", ""]
     lines += _structured_section(df)
     for model, g in df.groupby("model", sort=False):
         w = g["weights"].dropna().unique() if "weights" in g else []
@@ -187,12 +246,15 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
 
 
 def write_report(run_dir: Path, command: str | None = None) -> Path:
+    """Regenerate RUN_DIR/report.md and RUN_DIR/plots/*.png from the run's records (and command.txt)."""
     run_dir = Path(run_dir)
     records = read_records(run_dir / "records.jsonl")
     if command is None and (run_dir / "command.txt").is_file():
         command = (run_dir / "command.txt").read_text().strip()
+    written = write_plots(frame(records), run_dir / "plots")
+    plots = [(title, path.relative_to(run_dir).as_posix()) for title, path in written]
     out = run_dir / "report.md"
-    out.write_text(render(records, run_dir, command), encoding="utf-8")
+    out.write_text(render(records, run_dir, command, plots), encoding="utf-8")
     return out
 
 

@@ -1,0 +1,333 @@
+"""A run against a baseline run: which tracked figures got worse, for CI.
+
+Cases are matched by ``case_id``; their fingerprints (case definition + environment) must agree, or
+the comparison is refused (``CompareError``). Timing ratios need two locks before they count as a
+regression (as asv does): the ratio is worse by more than the threshold AND the two 95% CIs do not
+overlap. Deterministic figures (achieved sparsity, parameters, sizes, FLOP ratio) must match exactly;
+a case that newly fails is a regression; a case missing from the run is reported, not failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .fingerprint import env_difference
+from .records import RecordError, read_records
+
+__all__ = [
+    "CASE_KEYS",
+    "DETERMINISTIC",
+    "CaseResult",
+    "CompareError",
+    "Comparison",
+    "Finding",
+    "compare_latency",
+    "compare_records",
+    "compare_runs",
+]
+
+log = logging.getLogger("bench.compare")
+
+DEFAULT_THRESHOLD = 0.10
+# Figures that the same code on the same machine reproduces bit for bit: any change is reported.
+DETERMINISTIC = ("sparsity_actual", "params", "size_bytes", "size_compressed_bytes", "flops_ratio")
+# Quality is deterministic up to float summation order: an absolute drop beyond this is a regression.
+QUALITY_TOL = 1e-4
+QUALITY = ("quality_cosine", "quality_knn_agreement")
+# The fields of the case definition a record carries (the fingerprint hashes them and the environment).
+CASE_KEYS = ("model", "method", "scope", "norm", "allocation", "sparsity_target", "runtime", "device", "dtype",
+             "threads", "batch", "seq_len", "baseline")
+FAILED = ("failed", "oom", "crashed", "timeout")
+
+
+class CompareError(RecordError):
+    """Two runs that cannot be compared; the message names the differing field and the fix (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One figure of one case that moved: its kind is ``regression``, ``improvement`` or ``note``."""
+
+    figure: str
+    kind: str
+    baseline: object
+    run: object
+    detail: str
+
+
+@dataclass
+class CaseResult:
+    """The comparison of one case_id: its verdict and the findings behind it."""
+
+    case_id: str
+    verdict: str  # regression | improved | unchanged | new | missing | failing | skipped
+    status_baseline: str | None = None
+    status_run: str | None = None
+    latency_baseline: tuple[float, float, float] | None = None
+    latency_run: tuple[float, float, float] | None = None
+    latency_change: float | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def regression(self) -> bool:
+        return self.verdict == "regression"
+
+
+@dataclass
+class Comparison:
+    """All cases of a baseline and a run, compared."""
+
+    baseline_dir: str
+    run_dir: str
+    threshold: float
+    cases: list[CaseResult]
+    baseline_sha: str | None = None
+    run_sha: str | None = None
+
+    @property
+    def regressions(self) -> list[CaseResult]:
+        return [c for c in self.cases if c.regression]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self.cases:
+            out[c.verdict] = out.get(c.verdict, 0) + 1
+        return out
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.regressions else 0
+
+    def to_dict(self) -> dict:
+        return {
+            "baseline": self.baseline_dir,
+            "run": self.run_dir,
+            "baseline_git_sha": self.baseline_sha,
+            "run_git_sha": self.run_sha,
+            "threshold": self.threshold,
+            "regression": bool(self.regressions),
+            "counts": self.counts(),
+            "cases": [_finite(asdict(c)) for c in self.cases],
+        }
+
+    def to_json(self) -> str:
+        """Strict JSON (NaN becomes null), for CI tooling."""
+        return json.dumps(self.to_dict(), indent=1, default=str, allow_nan=False)
+
+    def to_markdown(self) -> str:
+        """A table fit for a CI job summary, then one line per finding."""
+        n = len(self.regressions)
+        head = f"**{n} regression{'s' if n != 1 else ''}**" if n else "**no regression**"
+        counts = ", ".join(f"{v} {k}" for k, v in self.counts().items())
+        lines = [
+            f"## prunebench compare: {head}",
+            "",
+            f"Baseline `{self.baseline_dir}` (git {self.baseline_sha or '?'}) vs run `{self.run_dir}` (git "
+            f"{self.run_sha or '?'}): {counts}. A latency ratio regresses only when it is worse by more than "
+            f"{self.threshold:.0%} AND its 95% CI does not overlap the baseline's; sparsity, parameters, sizes and "
+            "FLOP ratio must match exactly; a newly failing case is a regression.",
+            "",
+        ]
+        rows = []
+        for c in self.cases:
+            rows.append({
+                "case": c.case_id,
+                "status (base → run)": f"{c.status_baseline or '–'} → {c.status_run or '–'}",
+                "latency ratio: baseline [95% CI]": _ci(c.latency_baseline),
+                "run [95% CI]": _ci(c.latency_run),
+                "change": f"{c.latency_change:+.1%}" if c.latency_change is not None else "–",
+                "verdict": f"**{c.verdict.upper()}**" if c.regression else c.verdict,
+            })
+        if rows:
+            lines += [pd.DataFrame(rows).to_markdown(index=False), ""]
+        notes = [(c.case_id, f) for c in self.cases for f in c.findings]
+        if notes:
+            lines += ["Findings:", ""]
+            lines += [f"- {'**regression**' if f.kind == 'regression' else f.kind}: `{cid}` {f.figure}: {f.detail}"
+                      for cid, f in notes]
+            lines.append("")
+        return "\n".join(lines)
+
+
+def _finite(x):
+    """Replace NaN/inf (no CI) by None, recursively, so the JSON is strict."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _ci(t) -> str:
+    if t is None:
+        return "–"
+    r, lo, hi = t
+    return f"{r:.3f} [{lo:.3f}, {hi:.3f}]" if all(_num(v) for v in t) else f"{r:.3f} [no CI]"
+
+
+def compare_latency(base: tuple[float, float, float], run: tuple[float, float, float],
+                    threshold: float) -> tuple[float, str, str]:
+    """Two-lock rule on (ratio, lo, hi) triples: returns (relative change, kind, detail).
+
+    ``kind`` is ``regression`` only when the run's ratio is worse by more than ``threshold`` AND its CI
+    lies entirely above the baseline's; ``improvement`` mirrors it; otherwise ``note`` (within noise).
+    """
+    (b, blo, bhi), (r, rlo, rhi) = base, run
+    change = r / b - 1
+    has_ci = all(_num(v) for v in (blo, bhi, rlo, rhi))
+    if change > threshold and has_ci and rlo > bhi:
+        return change, "regression", f"{b:.3f} → {r:.3f} ({change:+.1%}, CIs disjoint)"
+    if change < -threshold and has_ci and rhi < blo:
+        return change, "improvement", f"{b:.3f} → {r:.3f} ({change:+.1%}, CIs disjoint)"
+    why = ("no CI" if not has_ci else "CIs overlap" if not (rlo > bhi or rhi < blo)
+           else f"within the {threshold:.0%} threshold")
+    return change, "note", f"{b:.3f} → {r:.3f} ({change:+.1%}, {why})"
+
+
+def _same(a, b, figure: str) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if figure == "flops_ratio":
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+def _compare_ok(base: dict, run: dict, threshold: float, res: CaseResult) -> None:
+    """Both cases succeeded: latency (two locks), deterministic figures (exact), quality, memory."""
+    trip = [base.get(k) for k in ("latency_ratio", "latency_ratio_lo", "latency_ratio_hi")]
+    trip_r = [run.get(k) for k in ("latency_ratio", "latency_ratio_lo", "latency_ratio_hi")]
+    if _num(trip[0]) and _num(trip_r[0]):
+        res.latency_baseline, res.latency_run = tuple(trip), tuple(trip_r)
+        change, kind, detail = compare_latency(tuple(trip), tuple(trip_r), threshold)
+        res.latency_change = change
+        if kind != "note" or abs(change) > threshold:
+            res.findings.append(Finding("latency_ratio", kind, trip[0], trip_r[0], detail))
+    for k in DETERMINISTIC:
+        a, b = base.get(k), run.get(k)
+        if not _same(a, b, k):
+            res.findings.append(Finding(k, "regression", a, b,
+                                        f"{a} → {b} (deterministic: must match exactly; if the change is intended, "
+                                        "re-record the baseline)"))
+    for k in QUALITY:
+        a, b = base.get(k), run.get(k)
+        if _num(a) and _num(b) and abs(a - b) > QUALITY_TOL:
+            kind = "regression" if b < a else "improvement"
+            res.findings.append(Finding(k, kind, a, b, f"{a:.6f} → {b:.6f} ({b - a:+.2g})"))
+    a, b = base.get("mem_ratio"), run.get("mem_ratio")
+    if _num(a) and _num(b) and a > 0:
+        change = b / a - 1
+        if abs(change) > threshold:
+            kind = "regression" if change > 0 else "improvement"
+            res.findings.append(Finding("mem_ratio", kind, a, b, f"{a:.3f} → {b:.3f} ({change:+.1%}, single measurement)"))
+
+
+def _compare_case(case_id: str, base: dict | None, run: dict | None, threshold: float) -> CaseResult:
+    if run is None:
+        return CaseResult(case_id, "missing", status_baseline=base.get("status"),
+                          findings=[Finding("case", "note", base.get("status"), None, "in the baseline, not in the run")])
+    if base is None:
+        return CaseResult(case_id, "new", status_run=run.get("status"))
+    sb, sr = base.get("status"), run.get("status")
+    res = CaseResult(case_id, "unchanged", status_baseline=sb, status_run=sr)
+    if sb == "ok" and sr in FAILED:
+        res.findings.append(Finding("status", "regression", sb, sr, f"newly {sr}: {run.get('error') or '?'}"))
+    elif sb in FAILED and sr == "ok":
+        res.findings.append(Finding("status", "improvement", sb, sr, "failed in the baseline, succeeds now"))
+    elif sb in FAILED and sr in FAILED:
+        res.verdict = "failing"
+        res.findings.append(Finding("status", "note", sb, sr, f"still {sr}: {run.get('error') or '?'}"))
+    elif sr == "skipped":
+        res.verdict = "skipped" if sb == "skipped" else "missing"
+        if sb != "skipped":
+            res.findings.append(Finding("status", "note", sb, sr, f"skipped in the run: {run.get('reason') or '?'}"))
+    elif sb == "skipped":
+        res.verdict = "new"
+    elif sb == "ok" and sr == "ok":
+        _compare_ok(base, run, threshold, res)
+    kinds = {f.kind for f in res.findings}
+    if "regression" in kinds:
+        res.verdict = "regression"
+    elif "improvement" in kinds and res.verdict == "unchanged":
+        res.verdict = "improved"
+    return res
+
+
+def _env(records: list[dict], run_dir: Path | None = None) -> dict:
+    """The run's environment: from its records, else its env.json (every case failed early)."""
+    env = next((r["env"] for r in records if r.get("env")), {})
+    if not env and run_dir is not None and (run_dir / "env.json").is_file():
+        env = json.loads((run_dir / "env.json").read_text())
+    return env
+
+
+def _by_case(records: list[dict]) -> dict[str, dict]:
+    """case_id -> record; the last record of a case wins (a resumed run may repeat one)."""
+    out: dict[str, dict] = {}
+    for r in records:
+        if r.get("case_id"):
+            out[r["case_id"]] = r
+    return out
+
+
+def _check_comparable(base: dict[str, dict], run: dict[str, dict], base_env: dict, run_env: dict, fix: str) -> None:
+    """Refuse when the environment or a shared case's definition differs (figures would mean different things)."""
+    diff = env_difference(base_env, run_env) if base_env and run_env else None
+    if diff:
+        key, a, b = diff
+        raise CompareError(f"cannot compare: {key} differs (baseline {a!r}, run {b!r}), so timing ratios are not "
+                           f"comparable; {fix}")
+    shared = [c for c in base if c in run]
+    if not shared:
+        raise CompareError(f"no case of the run matches the baseline by case_id ({len(base)} baseline cases, "
+                           f"{len(run)} run cases); run the same plan as the baseline")
+    for cid in shared:
+        fb, fr = base[cid].get("fingerprint"), run[cid].get("fingerprint")
+        if fb and fr and fb != fr:
+            for k in CASE_KEYS:
+                if base[cid].get(k) != run[cid].get(k):
+                    raise CompareError(f"cannot compare case {cid}: {k} differs (baseline {base[cid].get(k)!r}, "
+                                       f"run {run[cid].get(k)!r}); {fix}")
+            raise CompareError(f"cannot compare case {cid}: its definition changed (fingerprint {fb} vs {fr}); {fix}")
+
+
+def compare_records(baseline: list[dict], run: list[dict], threshold: float = DEFAULT_THRESHOLD, *,
+                    baseline_dir: str = "baseline", run_dir: str = "run", fix: str | None = None,
+                    baseline_env: dict | None = None, run_env: dict | None = None) -> Comparison:
+    """Compare two runs' records case by case (pure: no file access). Raises CompareError when the
+    runs are not comparable; the environments default to those stored in the records."""
+    if not (_num(threshold) and 0 < threshold < 1):
+        raise CompareError(f"threshold {threshold!r} must be a fraction between 0 and 1, e.g. 0.10 for 10%")
+    b, r = _by_case(baseline), _by_case(run)
+    b_env, r_env = baseline_env or _env(baseline), run_env or _env(run)
+    fix = fix or f"re-record the baseline on this machine (prunebench run ... --out {baseline_dir})"
+    _check_comparable(b, r, b_env, r_env, fix)
+    ids = list(b) + [c for c in r if c not in b]
+    cases = [_compare_case(cid, b.get(cid), r.get(cid), threshold) for cid in ids]
+    return Comparison(str(baseline_dir), str(run_dir), threshold, cases, b_env.get("git_sha"), r_env.get("git_sha"))
+
+
+def compare_runs(baseline_dir: Path | str, run_dir: Path | str, threshold: float = DEFAULT_THRESHOLD) -> Comparison:
+    """Compare two run directories (each holding records.jsonl)."""
+    base_dir, run_dir = Path(baseline_dir), Path(run_dir)
+    for d, what in ((base_dir, "baseline"), (run_dir, "run")):
+        if not d.is_dir():
+            raise CompareError(f"{what} directory {d} does not exist; pass a directory written by `prunebench run`")
+    cmd = base_dir / "command.txt"
+    fix = (f"re-record the baseline on this machine: {cmd.read_text().strip()}" if cmd.is_file()
+           else f"re-record the baseline on this machine with `prunebench run ... --out {base_dir}`")
+    base, run = read_records(base_dir), read_records(run_dir)
+    return compare_records(base, run, threshold, baseline_dir=str(base_dir), run_dir=str(run_dir), fix=fix,
+                           baseline_env=_env(base, base_dir), run_env=_env(run, run_dir))
+

@@ -1,0 +1,218 @@
+"""Plots of a run (matplotlib, PNG): pure functions of the records' DataFrame, one figure each.
+
+Each ``*_plot(df)`` returns a ``Figure`` or None when the run has nothing to show (no memory
+measured, no quality...). Figures are built without pyplot (no global state; Agg renders the PNG).
+One panel per setting (model, device, batch, seq_len); one colour per runtime, one marker per
+recipe family (the recipe without its sparsity).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+__all__ = ["PLOTS", "efficiency_plot", "fidelity_plot", "latency_plot", "memory_plot", "size_plot", "write_plots"]
+
+log = logging.getLogger("bench.plots")
+
+_MARKERS = "osD^v<>pP*Xh"
+_SETTING = ["model", "device", "batch", "seq_len"]
+
+
+def _pruned(df: pd.DataFrame, *need: str) -> pd.DataFrame:
+    """Successful pruned cases that have every column in ``need``."""
+    if df.empty or "status" not in df or any(c not in df for c in need):
+        return df.iloc[0:0]
+    keep = df["status"] == "ok"
+    if "method" in df:
+        keep &= df["method"] != "dense"
+    out = df[keep].copy()
+    for c in need:
+        out = out[pd.to_numeric(out[c], errors="coerce").notna()]
+    if out.empty:
+        return out
+    out["family"] = out["recipe"].astype(str).str.rsplit("@", n=1).str[0]
+    return out
+
+
+def _styles(df: pd.DataFrame) -> tuple[dict, dict]:
+    colors = {rt: f"C{i % 10}" for i, rt in enumerate(sorted(df["runtime"].dropna().unique()))}
+    markers = {f: _MARKERS[i % len(_MARKERS)] for i, f in enumerate(sorted(df["family"].dropna().unique()))}
+    return colors, markers
+
+
+def _panels(df: pd.DataFrame, height: float = 4.2) -> tuple[Figure, list[tuple[str, pd.DataFrame, object]]]:
+    """A figure with one axes per setting, and (title, rows, axes) for each."""
+    groups = list(df.groupby(_SETTING, sort=False, dropna=False))
+    fig = Figure(figsize=(8.4 * len(groups), height), layout="constrained")
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    return fig, [(f"{m} — {d}, batch {b}, seq {s}", g, ax) for ((m, d, b, s), g), ax in zip(groups, axes)]
+
+
+def _legend(ax) -> None:
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def _series(g: pd.DataFrame):
+    for (rt, fam), s in g.groupby(["runtime", "family"], sort=True):
+        yield rt, fam, s.sort_values("sparsity_target")
+
+
+def latency_plot(df: pd.DataFrame) -> Figure | None:
+    """Latency ratio (variant / dense baseline) vs target sparsity, with 95% CI bands and the 1.0 line."""
+    d = _pruned(df, "latency_ratio", "sparsity_target")
+    if d.empty:
+        return None
+    colors, markers = _styles(d)
+    fig, panels = _panels(d)
+    for title, g, ax in panels:
+        for rt, fam, s in _series(g):
+            x, y = s["sparsity_target"].to_numpy(float), s["latency_ratio"].to_numpy(float)
+            lo = s["latency_ratio_lo"].to_numpy(float) if "latency_ratio_lo" in s else y
+            hi = s["latency_ratio_hi"].to_numpy(float) if "latency_ratio_hi" in s else y
+            lo, hi = np.where(np.isnan(lo), y, lo), np.where(np.isnan(hi), y, hi)
+            ax.errorbar(x, y, yerr=[y - lo, hi - y], color=colors[rt], marker=markers[fam], capsize=3, lw=1.5,
+                        label=f"{rt} · {fam}")
+            if len(s) > 1:
+                ax.fill_between(x, lo, hi, color=colors[rt], alpha=0.15, lw=0)
+        ax.axhline(1.0, color="black", ls="--", lw=1, label="dense baseline (1.0)")
+        ax.set(title=title, xlabel="target sparsity", ylabel="latency ratio: variant / dense (95% CI)")
+        ax.grid(alpha=0.3)
+        _legend(ax)
+    return fig
+
+
+def size_plot(df: pd.DataFrame) -> Figure | None:
+    """On-disk size of each runtime's own artifact (its format: masked state dict, dense, sparse...)
+    vs sparsity: raw (solid) and gzip-compressed (dashed), both relative to the dense raw size."""
+    d = _pruned(df, "size_ratio", "sparsity_target")
+    if d.empty:
+        return None
+    colors, markers = _styles(d)
+    fig, panels = _panels(d)
+    for title, g, ax in panels:
+        for rt, fam, s in _series(g):
+            x = s["sparsity_target"].to_numpy(float)
+            ax.plot(x, s["size_ratio"].to_numpy(float), color=colors[rt], marker=markers[fam], label=f"{rt} · {fam}: raw")
+            if "size_compressed_ratio" in s and s["size_compressed_ratio"].notna().any():
+                ax.plot(x, s["size_compressed_ratio"].to_numpy(float), color=colors[rt], marker=markers[fam], ls="--",
+                        mfc="none", label=f"{rt} · {fam}: gzip")
+        ax.axhline(1.0, color="black", ls="--", lw=1, label="dense safetensors (1.0)")
+        ax.set(title=title, xlabel="target sparsity", ylabel="on-disk size / dense raw size")
+        ax.grid(alpha=0.3)
+        _legend(ax)
+    return fig
+
+
+def memory_plot(df: pd.DataFrame) -> Figure | None:
+    """Peak memory while serving (the part above the bare process) relative to dense, vs sparsity."""
+    d = _pruned(df, "mem_ratio", "sparsity_target")
+    if d.empty:
+        return None
+    colors, markers = _styles(d)
+    fig, panels = _panels(d)
+    for title, g, ax in panels:
+        for rt, fam, s in _series(g):
+            ax.plot(s["sparsity_target"].to_numpy(float), s["mem_ratio"].to_numpy(float), color=colors[rt],
+                    marker=markers[fam], label=f"{rt} · {fam}")
+        ax.axhline(1.0, color="black", ls="--", lw=1, label="dense (1.0)")
+        ax.set(title=title, xlabel="target sparsity", ylabel="peak memory (model part) / dense")
+        ax.grid(alpha=0.3)
+        _legend(ax)
+    return fig
+
+
+def _pareto(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points not beaten on both speedup and fidelity, in order of increasing speedup."""
+    order = np.argsort(-x, kind="stable")
+    keep, best = [], -np.inf
+    for i in order:
+        if y[i] > best:
+            keep.append(i)
+            best = y[i]
+    keep = keep[::-1]
+    return x[keep], y[keep]
+
+
+def fidelity_plot(df: pd.DataFrame) -> Figure | None:
+    """Fidelity (mean cosine to the dense embeddings) vs speedup: the Pareto view of what pruning buys."""
+    d = _pruned(df, "quality_cosine", "latency_ratio")
+    if d.empty:
+        return None
+    colors, markers = _styles(d)
+    fig, panels = _panels(d)
+    for title, g, ax in panels:
+        x_all, y_all = [1.0], [1.0]
+        for rt, fam, s in _series(g):
+            x, y = 1.0 / s["latency_ratio"].to_numpy(float), s["quality_cosine"].to_numpy(float)
+            ax.scatter(x, y, color=colors[rt], marker=markers[fam], label=f"{rt} · {fam}", zorder=3)
+            for xi, yi, sp in zip(x, y, s["sparsity_target"]):
+                ax.annotate(f"{sp:.2f}", (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=6)
+            x_all += list(x)
+            y_all += list(y)
+        px, py = _pareto(np.asarray(x_all), np.asarray(y_all))
+        ax.step(px, py, where="post", color="grey", lw=1, ls=":", label="Pareto front")
+        ax.scatter([1.0], [1.0], color="black", marker="*", s=90, label="dense", zorder=4)
+        ax.axvline(1.0, color="black", ls="--", lw=1)
+        meaningful = "quality_meaningful" not in g or g["quality_meaningful"].fillna(True).astype(bool).all()
+        ax.set(title=title + ("" if meaningful else "\n(random-init weights: fidelity not meaningful)"),
+               xlabel="speedup vs dense (1 / latency ratio)", ylabel="fidelity: mean cosine to dense")
+        ax.grid(alpha=0.3)
+        _legend(ax)
+    return fig
+
+
+def efficiency_plot(df: pd.DataFrame) -> Figure | None:
+    """Measured speedup against the FLOP limit (the speedup if time followed FLOPs); the diagonal is
+    efficiency 1.0, and points under 1.0 are slower than dense."""
+    d = _pruned(df, "flops_ratio", "latency_ratio")
+    if d.empty:
+        return None
+    colors, markers = _styles(d)
+    fig, panels = _panels(d)
+    for title, g, ax in panels:
+        top = 1.0
+        for rt, fam, s in _series(g):
+            x, y = 1.0 / s["flops_ratio"].to_numpy(float), 1.0 / s["latency_ratio"].to_numpy(float)
+            ax.scatter(x, y, color=colors[rt], marker=markers[fam], label=f"{rt} · {fam}", zorder=3)
+            top = max(top, float(np.nanmax(x)), float(np.nanmax(y)))
+        ax.plot([0, top * 1.05], [0, top * 1.05], color="grey", ls=":", lw=1, label="FLOP limit (efficiency 1.0)")
+        ax.axhline(1.0, color="black", ls="--", lw=1, label="no speedup")
+        ax.set(title=title, xlabel="FLOP limit: dense FLOPs / variant FLOPs", ylabel="measured speedup: 1 / latency ratio",
+               xlim=(0, top * 1.05), ylim=(0, top * 1.05))
+        ax.grid(alpha=0.3)
+        _legend(ax)
+    return fig
+
+
+# file stem -> (title in report.md, plot function); order = order in the report
+PLOTS: dict[str, tuple[str, Callable[[pd.DataFrame], Figure | None]]] = {
+    "latency_vs_sparsity": ("Latency ratio vs sparsity", latency_plot),
+    "size_vs_sparsity": ("On-disk size vs sparsity", size_plot),
+    "memory_vs_sparsity": ("Peak memory vs sparsity", memory_plot),
+    "fidelity_vs_speedup": ("Fidelity vs speedup (Pareto view)", fidelity_plot),
+    "efficiency_vs_flops": ("Measured speedup vs FLOP limit", efficiency_plot),
+}
+
+
+def write_plots(df: pd.DataFrame, out_dir: Path) -> list[tuple[str, Path]]:
+    """Render every plot that has data to ``out_dir/<name>.png`` (removing stale ones) and return
+    (title, path) pairs in report order."""
+    out_dir = Path(out_dir)
+    written = []
+    for name, (title, fn) in PLOTS.items():
+        path = out_dir / f"{name}.png"
+        fig = fn(df)
+        if fig is None:
+            path.unlink(missing_ok=True)
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        written.append((title, path))
+        log.debug("wrote %s", path)
+    return written
