@@ -210,7 +210,7 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
         lines += [f"Run `{Path(run_dir).name}`.", ""]
     lines += ["## Verdict: the tutorial's claim", "", CLAIM + " Answered per runtime from this run's own numbers"
               + (f", produced by `{command}`:" if command else " (the command that produced them was not recorded):"), ""]
-    lines += _claim(df) or ["- no successful pruned cases in this run."]
+    lines += (_claim(df) if len(df) else []) or ["- no successful pruned cases in this run."]
     lines += ["", f"Machine: {env.get('cpu', '?')} ({env.get('cpu_count', '?')} cores), torch {env.get('torch', '?')}, "
               f"transformers {env.get('transformers', '?')}" + (f", GPU {env['gpu']}" if env.get("gpu") else "") + ".", ""]
     counts = df["status"].value_counts().to_dict() if len(df) else {}

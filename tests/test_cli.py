@@ -41,7 +41,7 @@ def test_run_writes_records_benchmark_env_and_report(tmp_path):
     assert len(bench_json["benchmarks"]) == 4
     report = (out / "report.md").read_text()
     assert "torch-masked" in report and "torch-dense" in report and "random-init" in report
-    assert "The tutorial's claim" in report
+    assert "Verdict: the tutorial's claim" in report
 
 
 def test_report_command_regenerates_the_report_from_records(tmp_path):
