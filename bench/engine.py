@@ -90,6 +90,11 @@ def get_model(name: str) -> LoadedModel:
     return _MODELS[name]
 
 
+def forget_models() -> None:
+    """Drop the cached dense models (the memory child keeps only the variant it serves)."""
+    _MODELS.clear()
+
+
 def _variant(case: Case) -> Variant:
     loaded = get_model(case.model)
     return Variant(loaded, case.recipe, loaded.batch(case.batch, case.seq_len), case.dtype)

@@ -92,6 +92,30 @@ def _table(df: pd.DataFrame) -> str:
     return pd.DataFrame(rows).to_markdown(index=False)
 
 
+def _masked_vs_baked(df: pd.DataFrame) -> list[str]:
+    """One row per variant: as `prune` leaves it (masks on) beside after `prune.remove` (baked)."""
+    if "runtime" not in df:
+        return []
+    ok = df[(df["status"] == "ok") & (df["method"] != "dense")]
+    m = ok[ok["runtime"] == "torch-masked"].set_index(["model", "device", "batch", "seq_len", "recipe"])
+    b = ok[ok["runtime"] == "torch-dense"].set_index(["model", "device", "batch", "seq_len", "recipe"])
+    both = m.index.intersection(b.index)
+    if not len(both):
+        return []
+    rows = []
+    for key in both:
+        x, y = m.loc[key].to_dict(), b.loc[key].to_dict()
+        rows.append({"model": key[0], "shape": f"{key[1]} b{key[2]} s{key[3]}", "variant": key[4],
+                     "latency masked": _ci(x), "latency baked": _ci(y),
+                     "size masked / baked": f"{_fmt(x.get('size_ratio'))} / {_fmt(y.get('size_ratio'))}",
+                     "gzip masked / baked": f"{_fmt(x.get('size_compressed_ratio'))} / {_fmt(y.get('size_compressed_ratio'))}",
+                     "mem masked / baked": f"{_fmt(x.get('mem_ratio'))} / {_fmt(y.get('mem_ratio'))}",
+                     "params masked / baked (M)": f"{_fmt((x.get('params') or float('nan')) / 1e6)} / {_fmt((y.get('params') or float('nan')) / 1e6)}"})
+    return ["## Masked (as `prune` leaves it) vs baked (after `prune.remove`)", "",
+            "Ratios to the dense model in the same runtime; latency with its 95% CI.", "",
+            pd.DataFrame(rows).to_markdown(index=False), ""]
+
+
 def _verdict(r: dict) -> str:
     if r.get("status") != "ok":
         return str(r.get("error") or r.get("reason") or r.get("status"))
@@ -230,6 +254,7 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
         lines += ["## Plots", ""]
         for title, path in plots:
             lines += [f"### {title}", "", f"![{title}]({path})", ""]
+    lines += _masked_vs_baked(df)
     lines += _structured_section(df)
     for model, g in df.groupby("model", sort=False):
         w = g["weights"].dropna().unique() if "weights" in g else []

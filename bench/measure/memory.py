@@ -1,15 +1,17 @@
 """Peak memory of a variant serving inference, measured in a fresh process.
 
 Each measurement forks a clean child from a fork server that has imported torch and transformers
-but never run a kernel (so forking is safe and cheap). The child loads the model, builds the variant
-and prepares the runtime, resets the kernel's peak-RSS counter (``/proc/self/clear_refs`` = 5), runs
-inference twice and reads ``VmHWM``: the peak resident memory while serving, model included. The RSS
-of the bare process (libraries imported, nothing loaded) is reported as the floor. On CUDA it is
+but never run a kernel (so forking is safe and cheap). The child first loads the dense model once and frees it
+(so the code, tokenizer and allocator state any loaded model brings are counted in the floor), reads
+the floor RSS, builds the variant and prepares the runtime, drops the dense source model, resets the
+kernel's peak-RSS counter (``/proc/self/clear_refs`` = 5), runs inference twice and reads ``VmHWM``:
+the peak resident memory while serving, variant included. ``model_mb`` = peak - floor. On CUDA it is
 ``torch.cuda.max_memory_allocated`` over the same span.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing as mp
 import os
@@ -65,13 +67,18 @@ def _child(case: dict, workdir: str, queue) -> None:
     try:
         import torch
 
-        from bench.engine import build_runner
+        from bench import engine
 
         torch.set_num_threads(case["threads"])
+        # The floor: load the dense model once and free it, so the code, tokenizer and allocator state that
+        # any loaded model brings are in the floor and the rest is what the variant itself needs.
+        engine.get_model(case["model"])
+        engine.forget_models()
+        gc.collect()
+        _trim()
         floor = _status_mb("VmRSS")
-        runner = build_runner(case, Path(workdir))
-        import gc
-
+        runner = engine.build_runner(case, Path(workdir))
+        engine.forget_models()  # the dense source model is not part of what the variant needs to serve
         gc.collect()
         _trim()
         if case["device"] == "cuda":
