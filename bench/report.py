@@ -17,8 +17,10 @@ from .records import read_records
 
 __all__ = ["frame", "latency_verdict", "render", "summary_table", "write_report"]
 
-# Within +-5% a single-process figure (memory) counts as unchanged; sizes are exact.
-MEM_NOISE = 0.05
+# Within +-15% a memory ratio counts as unchanged: the memory child builds the variant in-process, and the
+# allocator fragmentation pruning leaves behind measured 1.09-1.16x for baked unstructured variants that
+# hold exactly the dense tensors (results/default-cpu). Sizes are exact.
+MEM_NOISE = 0.15
 
 
 def frame(records: list[dict]) -> pd.DataFrame:
@@ -247,8 +249,8 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
               "Latency ratio = variant / dense baseline in the same runtime and device, median of per-round pairs "
               "timed interleaved in one process, with a 95% bootstrap CI (⚠ = CI wider than the target or CV ≥ 10%). "
               "Size ratio = bytes of what the runtime keeps on disk / dense safetensors. "
-              "Memory: peak RSS while serving in a fresh process; the ratio compares the part above the bare "
-              "process (libraries imported). Quality = mean cosine of mean-pooled embeddings to the dense model "
+              "Memory: peak RSS while serving in a fresh process; the ratio compares the part above the process's "
+              "floor (libraries and a model's code loaded, no weights held); within ±15% counts as unchanged. Quality = mean cosine of mean-pooled embeddings to the dense model "
               "and top-10 neighbour agreement, on the bundled sentence set; efficiency = FLOP ratio / latency ratio.", ""]
     if plots:
         lines += ["## Plots", ""]
