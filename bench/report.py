@@ -96,7 +96,7 @@ def _table(df: pd.DataFrame) -> str:
 
 def _masked_vs_baked(df: pd.DataFrame) -> list[str]:
     """One row per variant: as `prune` leaves it (masks on) beside after `prune.remove` (baked)."""
-    if "runtime" not in df:
+    if not {"model", "device", "batch", "seq_len", "recipe", "runtime", "method", "status"} <= set(df.columns):
         return []
     ok = df[(df["status"] == "ok") & (df["method"] != "dense")]
     m = ok[ok["runtime"] == "torch-masked"].set_index(["model", "device", "batch", "seq_len", "recipe"])

@@ -14,27 +14,10 @@ import pytest
 from bench.plan import Case
 from bench.ray_executor import shard_resources
 from pruning import PruneRecipe
+from tests.test_isolation import TINY_TOML
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY_TOML = """
-name = "tiny"
-models = ["tiny-bert"]
-runtimes = ["torch-masked", "torch-dense"]
-batch = [1, 2]
-seq_len = [8]
-threads = 1
-time_cap_s = 0.2
-min_rounds = 3
-warmup = 0
-ci_target = 0.5
-memory = false
-quality = false
-
-[[recipes]]
-method = "global-l1"
-sparsity = [0.5]
-"""
 
 
 @pytest.mark.parametrize("devices, cpus, gpus", [(["cpu"], 2, 0), (["cpu", "cuda"], 2, 1), (["cuda"], 2, 1)])

@@ -101,17 +101,24 @@ class Runner:
 
 
 class TorchRunner(Runner):
-    """Runs an ``nn.Module`` encoder under ``torch.inference_mode``, keyword arguments only."""
+    """Runs an ``nn.Module`` encoder under ``torch.inference_mode``, keyword arguments only.
+
+    ``model`` is the plain encoder the engine counts parameters, sparsity and FLOPs on; subclasses whose
+    module is not such an encoder (sparse layers) call ``_setup`` and leave ``model`` unset."""
 
     def __init__(self, model: nn.Module, inputs: dict[str, torch.Tensor], device: str, artifact: Path | None = None):
+        self._setup(model.to(device), inputs, device, artifact)
+        self.model = self.net
+
+    def _setup(self, net: nn.Module, inputs: dict[str, torch.Tensor], device: str, artifact: Path | None) -> None:
         self.device = device
-        self.model = model.to(device).eval()
+        self.net = net.eval()
         self.inputs = {k: v.to(device) for k, v in inputs.items()}
         self.artifact = artifact
 
     def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.inference_mode():
-            return self.model(**inputs).last_hidden_state
+            return self.net(**inputs).last_hidden_state
 
     def __call__(self) -> None:
         self._forward(self.inputs)

@@ -20,7 +20,7 @@ from torch import nn
 
 from pruning import discover
 
-from .base import Runner, Variant, cuda_unavailable
+from .base import TorchRunner, Variant, cuda_unavailable
 
 __all__ = ["SparseLinear", "SparseRunner", "block_for", "incompatible", "prepare_sparse", "sparsify", "to_bsr", "to_csr", "unavailable"]
 
@@ -86,7 +86,7 @@ def sparsify(model: nn.Module, convert: Callable[[torch.Tensor], torch.Tensor]) 
     return n
 
 
-class SparseRunner(Runner):
+class SparseRunner(TorchRunner):
     """Runs an encoder with SparseLinear layers under ``torch.inference_mode``.
 
     The module is kept as ``net``, not ``model``: the engine reads ``runner.model`` as a plain encoder for
@@ -95,24 +95,8 @@ class SparseRunner(Runner):
     """
 
     def __init__(self, net: nn.Module, inputs: dict[str, torch.Tensor], device: str, artifact: Path, info: str):
-        self.device = device
-        self.net = net.eval()  # already on ``device``: tensor subclasses (2:4) are built there and cannot move
-        self.inputs = {k: v.to(device) for k, v in inputs.items()}
-        self.artifact = artifact
+        self._setup(net, inputs, device, artifact)  # already on ``device``: 2:4 tensor subclasses cannot move
         self.info = info
-
-    def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.net(**inputs).last_hidden_state
-
-    def __call__(self) -> None:
-        self._forward(self.inputs)
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-
-    def outputs(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        inputs = self.inputs if inputs is None else {k: v.to(self.device) for k, v in inputs.items()}
-        return self._forward(inputs).float().cpu()
 
 
 unavailable = cuda_unavailable
