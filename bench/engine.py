@@ -253,7 +253,7 @@ class Session:
         with ThreadPoolExecutor(max_workers=2) as pool:
             size_f = pool.submit(measure_size, runner.artifact)
             base_size_f = pool.submit(self._baseline_size, case)
-            mem_f = pool.submit(measure_memory, case.to_dict(), self.workdir(case), **self._mem_timeout()) if self.plan.memory else None
+            mem_f = pool.submit(measure_memory, case.to_dict(), self._memdir(case), **self._mem_timeout()) if self.plan.memory else None
             base_mem_f = pool.submit(self._memory_baseline, case) if self.plan.memory else None
             if self.plan.quality:
                 q = fidelity(self.embeddings(case.model, PruneRecipe("dense")), self.embeddings(case.model, case.recipe))
@@ -303,8 +303,14 @@ class Session:
     def _memory_baseline(self, case: Case):
         base = case.baseline
         if base.case_id not in self._mem_cache:
-            self._mem_cache[base.case_id] = measure_memory(base.to_dict(), self.workdir(base), **self._mem_timeout())
+            self._mem_cache[base.case_id] = measure_memory(base.to_dict(), self._memdir(base), **self._mem_timeout())
         return self._mem_cache[base.case_id]
+
+    def _memdir(self, case: Case) -> Path:
+        """The memory child's own directory: it writes its artifact while the size of the case's is read."""
+        d = self.workdir(case) / "memory"
+        d.mkdir(exist_ok=True)
+        return d
 
     def _mem_timeout(self) -> dict:
         return {} if self.case_timeout_s is None else {"timeout_s": self.case_timeout_s}
