@@ -63,68 +63,59 @@ def _series(g: pd.DataFrame):
         yield rt, fam, s.sort_values("sparsity_target")
 
 
-def latency_plot(df: pd.DataFrame) -> Figure | None:
-    """Latency ratio (variant / dense baseline) vs target sparsity, with 95% CI bands and the 1.0 line."""
-    d = _pruned(df, "latency_ratio", "sparsity_target")
+def _vs_sparsity(df: pd.DataFrame, column: str, draw, ref_label: str, ylabel: str) -> Figure | None:
+    """One panel per model and shape, one series per runtime and method family, ``draw``-n against target
+    sparsity, with the dense reference line at 1.0."""
+    d = _pruned(df, column, "sparsity_target")
     if d.empty:
         return None
     colors, markers = _styles(d)
     fig, panels = _panels(d)
     for title, g, ax in panels:
         for rt, fam, s in _series(g):
-            x, y = s["sparsity_target"].to_numpy(float), s["latency_ratio"].to_numpy(float)
-            lo = s["latency_ratio_lo"].to_numpy(float) if "latency_ratio_lo" in s else y
-            hi = s["latency_ratio_hi"].to_numpy(float) if "latency_ratio_hi" in s else y
-            lo, hi = np.where(np.isnan(lo), y, lo), np.where(np.isnan(hi), y, hi)
-            ax.errorbar(x, y, yerr=[y - lo, hi - y], color=colors[rt], marker=markers[fam], capsize=3, lw=1.5,
-                        label=f"{rt} · {fam}")
-            if len(s) > 1:
-                ax.fill_between(x, lo, hi, color=colors[rt], alpha=0.15, lw=0)
-        ax.axhline(1.0, color="black", ls="--", lw=1, label="dense baseline (1.0)")
-        ax.set(title=title, xlabel="target sparsity", ylabel="latency ratio: variant / dense (95% CI)")
+            draw(ax, s, s["sparsity_target"].to_numpy(float), colors[rt], markers[fam], f"{rt} · {fam}")
+        ax.axhline(1.0, color="black", ls="--", lw=1, label=ref_label)
+        ax.set(title=title, xlabel="target sparsity", ylabel=ylabel)
         ax.grid(alpha=0.3)
         _legend(ax)
     return fig
+
+
+def latency_plot(df: pd.DataFrame) -> Figure | None:
+    """Latency ratio (variant / dense baseline) vs target sparsity, with 95% CI bands and the 1.0 line."""
+
+    def draw(ax, s, x, color, marker, label):
+        y = s["latency_ratio"].to_numpy(float)
+        lo = s["latency_ratio_lo"].to_numpy(float) if "latency_ratio_lo" in s else y
+        hi = s["latency_ratio_hi"].to_numpy(float) if "latency_ratio_hi" in s else y
+        lo, hi = np.where(np.isnan(lo), y, lo), np.where(np.isnan(hi), y, hi)
+        ax.errorbar(x, y, yerr=[y - lo, hi - y], color=color, marker=marker, capsize=3, lw=1.5, label=label)
+        if len(s) > 1:
+            ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+
+    return _vs_sparsity(df, "latency_ratio", draw, "dense baseline (1.0)", "latency ratio: variant / dense (95% CI)")
 
 
 def size_plot(df: pd.DataFrame) -> Figure | None:
     """On-disk size of each runtime's own artifact (its format: masked state dict, dense, sparse...)
     vs sparsity: raw (solid) and gzip-compressed (dashed), both relative to the dense raw size."""
-    d = _pruned(df, "size_ratio", "sparsity_target")
-    if d.empty:
-        return None
-    colors, markers = _styles(d)
-    fig, panels = _panels(d)
-    for title, g, ax in panels:
-        for rt, fam, s in _series(g):
-            x = s["sparsity_target"].to_numpy(float)
-            ax.plot(x, s["size_ratio"].to_numpy(float), color=colors[rt], marker=markers[fam], label=f"{rt} · {fam}: raw")
-            if "size_compressed_ratio" in s and s["size_compressed_ratio"].notna().any():
-                ax.plot(x, s["size_compressed_ratio"].to_numpy(float), color=colors[rt], marker=markers[fam], ls="--",
-                        mfc="none", label=f"{rt} · {fam}: gzip")
-        ax.axhline(1.0, color="black", ls="--", lw=1, label="dense safetensors (1.0)")
-        ax.set(title=title, xlabel="target sparsity", ylabel="on-disk size / dense raw size")
-        ax.grid(alpha=0.3)
-        _legend(ax)
-    return fig
+
+    def draw(ax, s, x, color, marker, label):
+        ax.plot(x, s["size_ratio"].to_numpy(float), color=color, marker=marker, label=f"{label}: raw")
+        if "size_compressed_ratio" in s and s["size_compressed_ratio"].notna().any():
+            ax.plot(x, s["size_compressed_ratio"].to_numpy(float), color=color, marker=marker, ls="--", mfc="none",
+                    label=f"{label}: gzip")
+
+    return _vs_sparsity(df, "size_ratio", draw, "dense safetensors (1.0)", "on-disk size / dense raw size")
 
 
 def memory_plot(df: pd.DataFrame) -> Figure | None:
-    """Peak memory while serving (the part above the bare process) relative to dense, vs sparsity."""
-    d = _pruned(df, "mem_ratio", "sparsity_target")
-    if d.empty:
-        return None
-    colors, markers = _styles(d)
-    fig, panels = _panels(d)
-    for title, g, ax in panels:
-        for rt, fam, s in _series(g):
-            ax.plot(s["sparsity_target"].to_numpy(float), s["mem_ratio"].to_numpy(float), color=colors[rt],
-                    marker=markers[fam], label=f"{rt} · {fam}")
-        ax.axhline(1.0, color="black", ls="--", lw=1, label="dense (1.0)")
-        ax.set(title=title, xlabel="target sparsity", ylabel="peak memory (model part) / dense")
-        ax.grid(alpha=0.3)
-        _legend(ax)
-    return fig
+    """Peak memory while serving (the part above the process's floor) relative to dense, vs sparsity."""
+
+    def draw(ax, s, x, color, marker, label):
+        ax.plot(x, s["mem_ratio"].to_numpy(float), color=color, marker=marker, label=label)
+
+    return _vs_sparsity(df, "mem_ratio", draw, "dense (1.0)", "peak memory (model part) / dense")
 
 
 def _pareto(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
