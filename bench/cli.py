@@ -73,6 +73,22 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def _recovery_flags(p: argparse.ArgumentParser) -> None:
+    """Data-aware importance and recovery (pruning/importance.py, pruning/recover.py); checked by PruneRecipe."""
+    p.add_argument("--importance", help="which groups go: magnitude | activation | fisher (heads/ffn), wanda (2:4, 4:8)")
+    p.add_argument("--recover", help="after removal: none | lstsq | distill | lstsq+distill (structured methods)")
+    p.add_argument("--fit", help="lstsq recovery: ridge (default: re-fit output projections) | scales (one per head/neuron)")
+    p.add_argument("--calibration", type=int, help="calibration articles for data-aware steps (default 256, the corpus split)")
+    p.add_argument("--recover-seconds", type=float, help="distillation time budget in seconds (default 120)")
+
+
+def _recovery_keys(a: argparse.Namespace) -> dict:
+    """The recipe keys the recovery flags set (only those given)."""
+    keys = {"importance": a.importance, "recover": a.recover, "fit": a.fit, "calibration": a.calibration,
+            "recover_seconds": a.recover_seconds}
+    return {k: v for k, v in keys.items() if v is not None}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="prunebench", description="Does pruning make a transformer encoder faster, smaller or lighter, here?")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -82,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--methods", type=_names, help="pruning methods, comma-separated (see `prunebench list`)")
     r.add_argument("--sparsity", type=_floats, help="target sparsities, e.g. 0.2,0.5,0.9")
     r.add_argument("--scope", help="seed | linear | all (for scoped methods)")
+    _recovery_flags(r)
     r.add_argument("--runtimes", type=_names, help="runtimes, comma-separated")
     r.add_argument("--device", choices=None, help="cpu | cuda | auto")
     r.add_argument("--batch", type=_ints, help="batch size(s)")
@@ -114,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--norm", help="importance norm (method-dependent): l1 | l2 | random")
     pr.add_argument("--allocation", help="structured methods: uniform | global")
     pr.add_argument("--seed", type=int, default=0, help="seed for random methods")
+    _recovery_flags(pr)
     pr.add_argument("--out", required=True, help="directory to write (must not hold a model yet)")
     pr.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors", help="file format")
 
@@ -147,10 +165,11 @@ def _build_plan(a: argparse.Namespace):
         "time_cap_s": a.time_cap,
         "memory": False if a.no_memory else None,
     }
-    if a.methods or a.sparsity or a.scope:
-        methods = a.methods or ["global-l1"]
+    data = _recovery_keys(a)
+    if a.methods or a.sparsity or a.scope or data:
+        methods = a.methods or (["heads+ffn"] if data else ["global-l1"])
         sparsity = a.sparsity or [0.5]
-        over["recipes"] = [dict(method=m, sparsity=sparsity, **({"scope": a.scope} if a.scope else {})) for m in methods]
+        over["recipes"] = [dict(method=m, sparsity=sparsity, **({"scope": a.scope} if a.scope else {}), **data) for m in methods]
     if a.plan:
         return load_plan(a.plan, **over)
     return builtin_plan("quick" if a.quick else "default", **over)
@@ -180,6 +199,8 @@ def _check_runnable(plan) -> None:
 
 
 _PLAN_FLAGS = {"model": "--model", "methods": "--methods", "sparsity": "--sparsity", "scope": "--scope",
+               "importance": "--importance", "recover": "--recover", "fit": "--fit", "calibration": "--calibration",
+               "recover_seconds": "--recover-seconds",
                "runtimes": "--runtimes", "device": "--device", "batch": "--batch", "seq_len": "--seq-len",
                "threads": "--threads", "plan": "--plan", "out": "--out", "quick": "--quick", "time_cap": "--time-cap",
                "no_memory": "--no-memory", "shard": "--shard", "shards": "--shards"}
@@ -362,10 +383,10 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def cmd_prune(a: argparse.Namespace) -> int:
     from bench.models import load_model
-    from pruning import PruneRecipe, apply, bake
+    from pruning import PruneRecipe, bake
     from pruning.structured import layer_shapes, save_pruned
 
-    recipe = PruneRecipe(a.method, a.sparsity, norm=a.norm, allocation=a.allocation, seed=a.seed)
+    recipe = PruneRecipe(a.method, a.sparsity, norm=a.norm, allocation=a.allocation, seed=a.seed, **_recovery_keys(a))
     out = Path(a.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} already exists and is not an empty directory; pass a new --out directory")
@@ -374,8 +395,13 @@ def cmd_prune(a: argparse.Namespace) -> int:
 
         if importlib.util.find_spec(recipe.spec.requires) is None:
             raise UsageError(f"method {recipe.method} needs the optional package {recipe.spec.requires!r}; pip install 'prunebench[peers]'")
+    from bench.calibrate import build_masked, check_calibration
+
+    check_calibration(recipe)
     loaded = load_model(a.model)
-    model = bake(apply(loaded.fresh(), recipe))
+    masked, _ = build_masked(loaded, recipe)
+    recovery = getattr(masked, "prunebench_recovery", None)
+    model = bake(masked)
     save_pruned(model, out, loaded.tokenizer, weights=loaded.weights)
     if a.format == "onnx":
         _export_onnx(model, loaded, out / "model.onnx")
@@ -385,6 +411,8 @@ def cmd_prune(a: argparse.Namespace) -> int:
         shapes = layer_shapes(model)
         print("  heads per layer: " + " ".join(str(s["num_heads"]) for s in shapes))
         print("  FFN size per layer: " + " ".join(str(s["ffn_size"]) for s in shapes))
+    if recovery is not None:
+        print(f"  recovery: {recovery.method} in {recovery.seconds:.1f} s on {recovery.calibration_size} calibration articles")
     return 0
 
 

@@ -4,6 +4,7 @@ quality and FLOPs. Caches what cases share (models, baselines, reference outputs
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import shutil
 import subprocess
@@ -120,6 +121,9 @@ class Session:
         self.case_timeout_s = case_timeout_s  # wall-clock limit of an isolated case and of a memory child
         self.last_samples: tuple[float, ...] = ()  # the last case's variant latency samples (seconds)
         self._tmp = Path(tempfile.mkdtemp(prefix="prunebench-"))
+        from .calibrate import CACHE_ENV
+
+        os.environ[CACHE_ENV] = str(self._tmp / "variants")  # data-aware variants built once (bench/calibrate.py)
         self._baselines: dict[str, Runner] = {}
         self._base_size: dict[str, object] = {}
         self._masked: tuple[tuple, torch.nn.Module] | None = None
@@ -202,6 +206,7 @@ class Session:
         rec.method, rec.pattern, rec.norm, rec.allocation = case.recipe.method, spec.pattern, case.recipe.norm, case.recipe.allocation
         rec.scope = case.recipe.scope if spec.scoped else None
         rec.recipe, rec.sparsity_target = case.recipe.label, case.recipe.sparsity
+        rec.importance, rec.recovery_method = case.recipe.importance, case.recipe.recover
         rec.baseline = case.baseline.case_id
         rec.tolerance = get_runtime(case.runtime).TOLERANCE if case.dtype == "float32" else None  # half: set in run()
         rec.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -224,6 +229,10 @@ class Session:
         rec.arch, rec.weights = loaded.arch, loaded.weights
         rec.quality_meaningful = loaded.weights == "pretrained"
         runner = build_runner(case, self.workdir(case))
+        from .calibrate import record_fields
+
+        for k, v in record_fields(loaded, case.recipe).items():
+            setattr(rec, k, v)
         rec.runtime_info = getattr(runner, "info", None)
         model = getattr(runner, "model", None)
         variant = _variant(case).masked() if model is None else model

@@ -171,7 +171,8 @@ def _device(value: str) -> str:
 
 
 # runtimes / devices / dtype in a recipe table restrict or replace the plan's for that recipe's cases
-_RECIPE_KEYS = {"method", "sparsity", "scope", "norm", "allocation", "seed", "runtimes", "devices", "dtype"}
+_RECIPE_KEYS = {"method", "sparsity", "scope", "norm", "allocation", "seed", "runtimes", "devices", "dtype",
+                "importance", "recover", "fit", "calibration", "recover_seconds"}
 _PLAN_KEYS = {"name", "models", "runtimes", "devices", "batch", "seq_len", "threads", "dtype", "recipes",
               "ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality"}
 
@@ -198,6 +199,10 @@ def plan_from_dict(d: dict, **overrides: Any) -> Plan:
         kw = {k: v for k, v in r.items() if k not in ("sparsity", "runtimes", "devices", "dtype")}
         for s in _as_list(f"recipes[{i}].sparsity", r.get("sparsity", 0.0)):
             rec = PruneRecipe(sparsity=s, **kw)
+            if rec.needs_calibration:
+                from .calibrate import check_calibration
+
+                check_calibration(rec)
             if all((rec, dtype) != (x, dt) for x, _, _, dt in recipes):
                 recipes.append((rec, only, where, dtype))
     models = [resolve_model(m) for m in _as_list("models", d.get("models", ["minilm"]))]

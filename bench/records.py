@@ -83,6 +83,15 @@ class Record:
     runtime_info: str | None = None  # what the runtime did, e.g. "format=bsr; block=32; ..." or ORT providers
     dense_safetensors_bytes: int | None = None  # the dense fp32 model as safetensors
     size_safetensors_ratio: float | None = None  # size_bytes / dense_safetensors_bytes
+    # data-aware pruning and recovery (pruning/importance.py, pruning/recover.py, bench/calibrate.py)
+    importance: str | None = None  # magnitude | activation | fisher | wanda
+    recovery_method: str | None = None  # none | lstsq | distill | lstsq+distill
+    recovery_fit: str | None = None  # lstsq: ridge | scales
+    recovery_seconds: float | None = None  # recovery only (lstsq + distillation), once per variant
+    distill_seconds: float | None = None
+    distill_loss: list[float] | None = None  # distillation loss curve (at most ~50 points)
+    build_seconds: float | None = None  # the whole data-aware build: importance + recovery
+    calibration_size: int | None = None  # calibration articles read
     env: dict[str, Any] = field(default_factory=dict)
     started_at: str | None = None
 

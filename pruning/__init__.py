@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 # One module per family of methods; importing a module registers its methods.
-_METHOD_MODULES = ("unstructured", "semi_structured", "structured", "peers")
+_METHOD_MODULES = ("unstructured", "semi_structured", "structured", "depth", "peers")
 _loaded = False
 
 

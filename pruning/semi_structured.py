@@ -4,6 +4,8 @@ input dimension, the layout 2:4 sparse tensor cores expect), keep the N largest 
 Masks go on through ``prune.custom_from_mask``, so an N:M variant runs in torch-masked, torch-dense and
 every other runtime like any mask method; ``bake`` is ``prune.remove``. Sparsity is exactly 1 - N/M.
 Only Linear weights carry the pattern (embeddings and biases do not), so the only scope is ``linear``.
+With ``importance = "wanda"`` the N kept per group are those with the largest ``|W_ij| * ||X_j||_2``
+(input-feature norms on the calibration set) instead of the largest |w|.
 """
 
 from __future__ import annotations
@@ -51,12 +53,18 @@ def check_nm(tensor: torch.Tensor, n: int, m: int) -> bool:
     return nm_violations(tensor, n, m) == 0
 
 
-def _apply_nm(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
+def _apply_nm(model: nn.Module, recipe: PruneRecipe, calibration=None) -> nn.Module:
     n, m = NM_PATTERNS[recipe.method]
-    for module, name in scope_params(model, recipe.scope):
+    params = scope_params(model, recipe.scope)
+    scores = None
+    if recipe.importance == "wanda":
+        from .unstructured import wanda_scores
+
+        scores = wanda_scores(model, [mod for mod, _ in params], calibration)
+    for i, (module, name) in enumerate(params):
         weight = getattr(module, name)
         try:
-            mask = nm_mask(weight, n, m)
+            mask = nm_mask(weight if scores is None else scores[i], n, m)
         except ValueError as exc:
             raise RecipeError(f"method {recipe.method!r} cannot prune {type(module).__name__} weight {tuple(weight.shape)}: {exc}") from None
         prune.custom_from_mask(module, name, mask)
@@ -67,7 +75,9 @@ for _name, (_n, _m) in NM_PATTERNS.items():
     register_method(
         _name,
         pattern="n:m",
-        help=f"keep the {_n} largest |w| of every {_m} consecutive weights of each Linear row ({_name}, sparsity {1 - _n / _m:.2f})",
+        help=f"keep the {_n} largest |w| (or Wanda |w|*||x||) of every {_m} consecutive weights of each Linear row ({_name}, sparsity {1 - _n / _m:.2f})",
         fixed_sparsity=1 - _n / _m,
         scopes=("linear",),
+        importances=("magnitude", "wanda"),
+        data_aware=("wanda",),
     )(_apply_nm)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from .importance import group_scores
 from .recipe import PruneRecipe, RecipeError, register_method
 from .targets import AttentionBlock, EncoderTargets, FFNBlock, discover
 
@@ -29,30 +30,7 @@ FORMAT = 1  # version of the ``prunebench`` block in config.json
 _HEAD_COUNT_ATTRS = ("num_attention_heads", "n_heads", "num_heads")
 
 
-# -- importance and allocation ---------------------------------------------------------------
-def _head_scores(att: AttentionBlock, norm: str, gen: torch.Generator) -> torch.Tensor:
-    """One score per head: the norm of its q/k/v weight rows and output-projection columns."""
-    n, d = att.num_heads, att.head_size
-    if norm == "random":
-        return torch.rand(n, generator=gen)
-    rows = torch.cat([lin.weight.detach().reshape(n, -1) for lin in (att.query, att.key, att.value)], dim=1)
-    cols = att.output.weight.detach().reshape(att.output.out_features, n, d).transpose(0, 1).reshape(n, -1)
-    return _norm(torch.cat([rows, cols], dim=1), norm)
-
-
-def _neuron_scores(ffn: FFNBlock, norm: str, gen: torch.Generator) -> torch.Tensor:
-    """One score per FFN neuron: the norm of its input row and output column."""
-    if norm == "random":
-        return torch.rand(ffn.neurons, generator=gen)
-    w = torch.cat([ffn.inp.weight.detach(), ffn.out.weight.detach().t()], dim=1)
-    return _norm(w, norm)
-
-
-def _norm(w: torch.Tensor, norm: str) -> torch.Tensor:
-    w = w.float()
-    return w.abs().sum(dim=1) if norm == "l1" else w.pow(2).sum(dim=1).sqrt()
-
-
+# -- allocation --------------------------------------------------------------------------------
 def _allocate(scores: list[torch.Tensor], sparsity: float, allocation: str) -> list[list[int]]:
     """Kept indices per layer. ``uniform``: remove ``round(s * n)`` of each layer; ``global``: remove
     ``round(s * total)`` lowest-scored across layers. Either way every layer keeps at least one."""
@@ -110,18 +88,18 @@ def _keep_vector(kept: list[int], n: int, size: int = 1) -> torch.Tensor:
     return keep.repeat_interleave(size)
 
 
-def _prune(model: nn.Module, recipe: PruneRecipe, kinds: tuple[str, ...]) -> nn.Module:
+def _prune(model: nn.Module, recipe: PruneRecipe, kinds: tuple[str, ...], calibration=None) -> nn.Module:
     t = discover(model)
-    gen = torch.Generator().manual_seed(recipe.seed)
+    scores = group_scores(model, kinds, recipe.importance, recipe.norm, calibration, recipe.seed)
     if "heads" in kinds:
-        kept = _allocate([_head_scores(a, recipe.norm, gen) for a in t.attention], recipe.sparsity, recipe.allocation)
+        kept = _allocate(scores["heads"], recipe.sparsity, recipe.allocation)
         for att, k in zip(t.attention, kept):
             rows = _keep_vector(k, att.num_heads, att.head_size)
             for lin in (att.query, att.key, att.value):
                 _mask(lin, rows, 0)
             _mask(att.output, rows, 1)
     if "ffn" in kinds:
-        kept = _allocate([_neuron_scores(f, recipe.norm, gen) for f in t.ffn], recipe.sparsity, recipe.allocation)
+        kept = _allocate(scores["ffn"], recipe.sparsity, recipe.allocation)
         for ffn, k in zip(t.ffn, kept):
             rows = _keep_vector(k, ffn.neurons)
             _mask(ffn.inp, rows, 0)
@@ -181,6 +159,10 @@ def removed_fraction(model: nn.Module, kinds: tuple[str, ...] | None = None) -> 
         fractions.append(1 - sum(s["num_heads"] for s in shapes) / sum(s["dense_num_heads"] for s in shapes))
     if "ffn" in kinds:
         fractions.append(1 - sum(s["ffn_size"] for s in shapes) / sum(s["dense_ffn_size"] for s in shapes))
+    if "layers" in kinds:
+        from .depth import removed_layers_fraction
+
+        fractions.append(removed_layers_fraction(model))
     return sum(fractions) / len(fractions) if fractions else 0.0
 
 
@@ -238,22 +220,22 @@ def bake(model: nn.Module) -> nn.Module:
 
 
 _COMMON = dict(norms=("l1", "l2", "random"), default_norm="l1", allocations=("uniform", "global"), scoped=False,
-               structured=True, bake=bake)
+               structured=True, bake=bake, importances=("magnitude", "activation", "fisher"), data_aware=("activation", "fisher"))
 
 
-@register_method("heads", pattern="heads", help="whole attention heads by L1/L2 norm of q/k/v rows + output columns; removed on bake", **_COMMON)
-def _heads(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
-    return _prune(model, recipe, ("heads",))
+@register_method("heads", pattern="heads", help="whole attention heads by importance (weight norm of q/k/v rows + output columns, activation or Fisher); removed on bake", **_COMMON)
+def _heads(model: nn.Module, recipe: PruneRecipe, calibration=None) -> nn.Module:
+    return _prune(model, recipe, ("heads",), calibration)
 
 
-@register_method("ffn", pattern="ffn", help="whole FFN neurons by L1/L2 norm of input row + output column; removed on bake", **_COMMON)
-def _ffn(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
-    return _prune(model, recipe, ("ffn",))
+@register_method("ffn", pattern="ffn", help="whole FFN neurons by importance (weight norm of input row + output column, activation or Fisher); removed on bake", **_COMMON)
+def _ffn(model: nn.Module, recipe: PruneRecipe, calibration=None) -> nn.Module:
+    return _prune(model, recipe, ("ffn",), calibration)
 
 
 @register_method("heads+ffn", pattern="heads+ffn", help="attention heads and FFN neurons together (the same fraction of each); removed on bake", **_COMMON)
-def _heads_ffn(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
-    return _prune(model, recipe, ("heads", "ffn"))
+def _heads_ffn(model: nn.Module, recipe: PruneRecipe, calibration=None) -> nn.Module:
+    return _prune(model, recipe, ("heads", "ffn"), calibration)
 
 
 # -- save and reload ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ __all__ = [
     "SCOPES",
     "TargetError",
     "discover",
+    "layer_stack",
     "scope_params",
 ]
 
@@ -143,6 +144,11 @@ def _find_qkv(idx: int, linears: list[tuple[str, nn.Linear]], hidden: int) -> li
     if group is None:
         raise TargetError(f"layer {idx}: no three sibling projections of the hidden state with equal widths (query, key, value)")
     return [group[j] for j in _pick_qkv([linears[i][0] for i in group])]
+
+
+def layer_stack(model: nn.Module) -> nn.ModuleList:
+    """The encoder's stack of layers (what depth pruning removes entries from)."""
+    return _layer_stack(model)
 
 
 def _split_layer(idx: int, block: nn.Module, hidden: int) -> tuple[AttentionBlock, FFNBlock]:

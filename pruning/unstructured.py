@@ -3,6 +3,9 @@
 Masks stay on the model (``weight_orig`` + ``weight_mask`` + a forward pre-hook) until ``bake``
 (= ``prune.remove``) makes them permanent. Sparsity is exact: a global recipe removes
 ``round(target * n)`` weights of the whole scope, a local one ``round(target * n_t)`` of each tensor.
+``wanda`` (Sun et al. 2023) is data-aware: a weight's score is ``|W_ij| * ||X_j||_2`` (the norm of its
+input feature over the calibration tokens), and the lowest ``round(target * in_features)`` of each
+output row go, so every row keeps the same number of weights.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from torch.nn.utils import prune
 from .recipe import PruneRecipe, register_method
 from .targets import Param, scope_params
 
-__all__ = ["bake", "is_masked", "masked_params", "sparsity_of"]
+__all__ = ["bake", "is_masked", "masked_params", "sparsity_of", "wanda_mask", "wanda_scores"]
 
 
 def _global(model: nn.Module, recipe: PruneRecipe, method) -> nn.Module:
@@ -66,6 +69,33 @@ def _local_random(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
 def _ln_structured(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
     n = 1 if recipe.norm == "l1" else 2
     return _local(model, recipe, lambda m, name, amount: prune.ln_structured(m, name, amount=amount, n=n, dim=0))
+
+
+def wanda_scores(model: nn.Module, linears: list[nn.Linear], calibration) -> list[torch.Tensor]:
+    """Per Linear, ``|W| * ||X_j||_2`` (the input-feature norms read off the calibration set)."""
+    from .importance import input_norms
+
+    norms = input_norms(model, linears, calibration)
+    return [lin.weight.detach().abs().float() * n.to(lin.weight.device)[None, :] for lin, n in zip(linears, norms)]
+
+
+def wanda_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep all but the ``round(sparsity * in_features)`` lowest scores of each row (ties: lower index goes)."""
+    drop = round(sparsity * score.shape[1])
+    mask = torch.ones_like(score, dtype=torch.bool)
+    if drop:
+        idx = torch.argsort(score, dim=1, stable=True)[:, :drop]
+        mask.scatter_(1, idx, False)
+    return mask
+
+
+@register_method("wanda", pattern="unstructured", scopes=("linear",), importances=("wanda",), data_aware=("wanda",),
+                 help="data-aware: lowest |W_ij|*||X_j|| of each Linear row (Wanda), on the calibration set")
+def _wanda(model: nn.Module, recipe: PruneRecipe, calibration=None) -> nn.Module:
+    linears = [m for m, _ in scope_params(model, recipe.scope)]
+    for lin, score in zip(linears, wanda_scores(model, linears, calibration)):
+        prune.custom_from_mask(lin, "weight", wanda_mask(score, recipe.sparsity))
+    return model
 
 
 def masked_params(model: nn.Module) -> list[Param]:

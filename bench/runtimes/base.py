@@ -10,7 +10,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from pruning import PruneRecipe, apply, bake
+from pruning import PruneRecipe, bake
 
 __all__ = ["DTYPES", "HALF_TOLERANCE", "Runner", "RuntimeUnavailable", "TorchRunner", "Variant", "cuda_unavailable", "file_bytes",
            "tolerance"]
@@ -37,8 +37,11 @@ class Variant:
     dtype: str = "float32"  # pruned in fp32, then cast: the same masks in every dtype
 
     def masked(self) -> nn.Module:
-        """The variant as torch.nn.utils.prune leaves it (masks and hooks on)."""
-        return apply(self.loaded.fresh(), self.recipe).to(DTYPES[self.dtype]).eval()
+        """The variant as torch.nn.utils.prune leaves it (masks and hooks on); data-aware and recovered
+        recipes are built once and restored from a snapshot (bench.calibrate)."""
+        from bench.calibrate import build_masked
+
+        return build_masked(self.loaded, self.recipe)[0].to(DTYPES[self.dtype]).eval()
 
     def baked(self) -> nn.Module:
         """The variant with masks made permanent (plain dense tensors with zeros)."""

@@ -1,0 +1,326 @@
+"""Repair a pruned encoder after heads / neurons / layers are removed, without labels.
+
+``lstsq`` (after Kwon et al. 2022, "mask tuning"): layer by layer, bottom up, on the calibration set,
+with the *pruned* model's own inputs to each layer (so each fit also corrects the errors of the
+layers below it instead of compounding them), the attention-output projection and then the FFN
+down-projection are fitted so that what reaches the following LayerNorm — the projection's output
+plus the residual — matches the dense model's on the same tokens. Two fits:
+
+- ``scales``: Kwon's, one scale per kept head / neuron (a least-squares solve over k unknowns),
+  folded into the projection's kept columns;
+- ``ridge``: the whole projection (kept columns and bias) re-fitted, ridge-regularised towards its
+  current weights (``RIDGE`` x the mean input energy), which has out_features x more freedom.
+
+Both write into the masked model's ``weight_orig`` (or ``weight``) and bias, so the masked model, the
+baked one and a shrunk reload all compute the same thing. ``distill`` (optionally after lstsq) then
+trains the pruned model towards the dense one's mean-pooled embeddings with AdamW for a time budget.
+The target LayerNorm of a projection is found by running one batch: the first LayerNorm of the layer
+that runs after it (post-LN encoders: BERT, MiniLM, RoBERTa, DistilBERT, ELECTRA).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .calibration import Calibration, capture, mean_pool, run_until, tokens_of
+from .recipe import PruneRecipe, RecipeError
+from .targets import discover, layer_stack
+
+__all__ = ["RIDGE", "Recovery", "distill", "layer_errors", "lstsq", "recover"]
+
+log = logging.getLogger("pruning.recover")
+
+RIDGE = 1e-3  # ridge strength, relative to the mean diagonal of the input Gram matrix
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What recovery did: method, seconds, and per fitted projection the relative reconstruction
+    error of the pre-LayerNorm sum before and after (``errors``: ``[{layer, part, before, after}]``)."""
+
+    method: str
+    fit: str | None
+    seconds: float
+    calibration_size: int
+    errors: tuple[dict, ...] = ()
+    scales: tuple[dict, ...] = ()  # fit=scales: [{layer, part, kept, scales}] (kept input groups, their scales)
+    distill_seconds: float = 0.0
+    loss_curve: tuple[float, ...] = ()  # distillation loss, one per step
+    steps: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+# -- what a projection sees --------------------------------------------------------------------
+def _projections(model: nn.Module, layer: int) -> dict[str, tuple[nn.Linear, int]]:
+    """The layer's attention-output and FFN down-projection, with each one's input group size."""
+    t = discover(model)
+    att, ffn = t.attention[layer], t.ffn[layer]
+    return {"att": (att.output, att.head_size), "ffn": (ffn.out, 1)}
+
+
+def _kept_columns(model: nn.Module, layer: int, part: str) -> torch.Tensor:
+    """Input columns of the projection that are still alive (read off the masks; all if unmasked)."""
+    t = discover(model)
+    if part == "att":
+        src, n = t.attention[layer].query, t.attention[layer].output.in_features
+    else:
+        src, n = t.ffn[layer].inp, t.ffn[layer].out.in_features
+    mask = getattr(src, "weight_mask", None)
+    if mask is None:
+        return torch.arange(n)
+    return mask.any(dim=1).nonzero().flatten().cpu()
+
+
+def _post_norms(model: nn.Module, layer: int, batch: dict[str, torch.Tensor]) -> dict[str, nn.Module]:
+    """The LayerNorm each projection of ``layer`` feeds: the first one of the layer to run after it."""
+    block = layer_stack(model)[layer]
+    projs = _projections(model, layer)
+    order: list[object] = []
+    norms = {id(m): m for m in block.modules() if isinstance(m, nn.LayerNorm)}
+    hooks = [m.register_forward_hook(lambda mod, a, o: order.append(id(mod))) for m in norms.values()]
+    hooks += [lin.register_forward_hook(lambda mod, a, o, p=p: order.append(p)) for p, (lin, _) in projs.items()]
+    try:
+        run_until(model, batch, block)
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {}
+    for p in projs:
+        after = order[order.index(p) + 1:] if p in order else []
+        ln = next((norms[i] for i in after if i in norms), None)
+        if ln is None:
+            raise RecipeError(f"layer {layer}: no LayerNorm runs after its {p} projection; lstsq recovery needs a post-LN encoder")
+        out[p] = ln
+    return out
+
+
+def _stats(student: nn.Module, dense: nn.Module, calibration: Calibration, layer: int, part: str,
+           kept: torch.Tensor, group: int, fit: str, dense_layer: int) -> dict:
+    """Accumulate the normal equations of one projection's fit over the calibration set; the target
+    is the pre-LayerNorm sum of the same projection in ``dense_layer`` of the dense model."""
+    dev = next(student.parameters()).device
+    lin, _ = _projections(student, layer)[part]
+    ln_s = _post_norms(student, layer, calibration.batches[0])[part]
+    ln_d = _post_norms(dense, dense_layer, calibration.batches[0])[part]
+    if dense_layer != layer:  # the layers above were removed: this layer's output stands in for theirs
+        ln_s.load_state_dict(ln_d.state_dict())
+    w = lin.weight.detach().double()[:, kept.to(dev)]
+    bias = lin.bias.detach().double() if lin.bias is not None else torch.zeros(lin.out_features, dtype=torch.float64, device=dev)
+    k = len(kept)
+    groups = k // group
+    s: dict = {"tt": 0.0}
+    for b in calibration.batches:
+        b = {key: v.to(dev) for key, v in b.items()}
+        with capture({"ln": ln_d}) as got_d:
+            run_until(dense, b, ln_d)
+        with capture({"lin": lin, "ln": ln_s}) as got_s:
+            run_until(student, b, ln_s)
+        m = b["attention_mask"]
+        z_d = tokens_of(got_d["ln"].inputs[0][0], m).double()
+        x = tokens_of(got_s["lin"].inputs[0][0], m).double()[:, kept.to(dev)]
+        y = tokens_of(got_s["lin"].outputs[0], m).double()
+        z_s = tokens_of(got_s["ln"].inputs[0][0], m).double()
+        target = z_d - (z_s - y)  # what the projection should output: dense sum minus the student's residual
+        s["tt"] += float(target.pow(2).sum())
+        s["err0"] = s.get("err0", 0.0) + float((z_d - z_s).pow(2).sum())
+        if fit == "ridge":
+            xa = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=dev)], dim=1)
+            s["G"] = s.get("G", 0) + xa.t() @ xa
+            s["H"] = s.get("H", 0) + xa.t() @ target
+        else:
+            rhs = target - bias
+            if group == 1:
+                s["G"] = s.get("G", 0) + (x.t() @ x) * (w.t() @ w)
+                s["H"] = s.get("H", 0) + (x * (rhs @ w)).sum(dim=0)
+            else:
+                per = torch.einsum("tgd,ogd->tgo", x.reshape(-1, groups, group), w.reshape(-1, groups, group))
+                s["G"] = s.get("G", 0) + torch.einsum("tgo,tho->gh", per, per)
+                s["H"] = s.get("H", 0) + torch.einsum("tgo,to->g", per, rhs)
+    s.update(w=w, bias=bias)
+    return s
+
+
+def _write(lin: nn.Linear, kept: torch.Tensor, new_w: torch.Tensor, new_b: torch.Tensor | None) -> None:
+    """Put fitted kept columns (and bias) into the projection, masked or not."""
+    target = getattr(lin, "weight_orig", None)
+    target = lin.weight if target is None else target
+    with torch.no_grad():
+        target[:, kept.to(target.device)] = new_w.to(target.dtype)
+        if new_b is not None and lin.bias is not None:
+            lin.bias.copy_(new_b.to(lin.bias.dtype))
+
+
+def _fit_one(student: nn.Module, dense: nn.Module, calibration: Calibration, layer: int, part: str, fit: str,
+             dense_layer: int) -> tuple[dict, dict | None]:
+    lin, group = _projections(student, layer)[part]
+    kept = _kept_columns(student, layer, part)
+    s = _stats(student, dense, calibration, layer, part, kept, group, fit, dense_layer)
+    tt = max(s["tt"], 1e-30)
+    before = s["err0"] / tt
+    w, bias = s["w"], s["bias"]
+    if fit == "ridge":
+        g, h = s["G"], s["H"]
+        k = len(kept)
+        lam = RIDGE * float(torch.diagonal(g)[:k].mean())
+        reg = torch.zeros_like(g)
+        reg.diagonal()[:k] = lam
+        prior = torch.cat([w, bias[:, None]], dim=1).t()  # ridge towards the current weights
+        prior[k:] = 0
+        sol = torch.linalg.solve(g + reg, h + reg @ prior)
+        new_w, new_b = sol[:k].t(), sol[k]
+        _write(lin, kept, new_w, new_b)
+        after = float(torch.trace(sol.t() @ g @ sol) - 2 * torch.trace(sol.t() @ h) + s["tt"]) / tt
+        return {"layer": layer, "part": part, "before": before, "after": max(after, 0.0)}, None
+    g, h = s["G"], s["H"]
+    damp = 1e-6 * float(torch.diagonal(g).mean())
+    scales = torch.linalg.solve(g + damp * torch.eye(len(g), dtype=g.dtype, device=g.device), h)
+    new_w = w * scales.repeat_interleave(group)[None, :]
+    _write(lin, kept, new_w, None)
+    err = float(scales @ g @ scales - 2 * scales @ h)
+    base = float(torch.ones_like(scales) @ g @ torch.ones_like(scales) - 2 * torch.ones_like(scales) @ h)
+    after = before + (err - base) / tt  # the fit's change of the squared error, on top of the error before
+    groups = kept.reshape(-1, group)[:, 0] // group
+    return ({"layer": layer, "part": part, "before": before, "after": max(after, 0.0)},
+            {"layer": layer, "part": part, "kept": groups.tolist(), "scales": scales.float().cpu().tolist()})
+
+
+def lstsq(student: nn.Module, dense: nn.Module, calibration: Calibration, fit: str = "ridge") -> tuple[list[dict], list[dict]]:
+    """Fit every layer's output projections bottom up (see the module docstring); in place.
+
+    With depth pruning, only kept layers are fitted and the FFN of the last kept layer below a removed
+    run is fitted to the output of the run's top layer (with that layer's LayerNorm).
+    Returns (errors, scales): per projection the relative pre-LayerNorm reconstruction error before
+    and after its fit, and for ``fit="scales"`` the solved scale of every kept head / neuron."""
+    errors, scales = [], []
+    student.eval()
+    dense.eval()
+    n = len(layer_stack(student))
+    skipped = set(getattr(student, "prunebench_skipped_layers", ()))  # depth pruning: layers passed through
+    kept = [i for i in range(n) if i not in skipped]
+    for pos, layer in enumerate(kept):
+        # a kept layer's FFN output stands in for the dense model's output of the last layer before the
+        # next kept one (the removed layers' work is folded into it)
+        top = (kept[pos + 1] - 1) if pos + 1 < len(kept) else n - 1
+        for part in ("att", "ffn"):
+            err, sc = _fit_one(student, dense, calibration, layer, part, fit, layer if part == "att" else top)
+            log.info("lstsq[%s] layer %d %s: reconstruction error %.4f -> %.4f", fit, layer, part, err["before"], err["after"])
+            errors.append(err)
+            if sc is not None:
+                scales.append(sc)
+    return errors, scales
+
+
+def layer_errors(student: nn.Module, dense: nn.Module, calibration: Calibration) -> list[dict]:
+    """Per layer and projection, the relative error ``||z_s - z_d||^2 / ||z_d||^2`` of what reaches its
+    LayerNorm (pruned vs dense, each on its own inputs), measured directly by forwards."""
+    out = []
+    dev = next(student.parameters()).device
+    skipped = set(getattr(student, "prunebench_skipped_layers", ()))
+    for layer in range(len(layer_stack(student))):
+        if layer in skipped:
+            continue
+        norms_s = _post_norms(student, layer, calibration.batches[0])
+        norms_d = _post_norms(dense, layer, calibration.batches[0])
+        for part in ("att", "ffn"):
+            num = den = 0.0
+            for b in calibration.batches:
+                b = {k: v.to(dev) for k, v in b.items()}
+                with capture({"ln": norms_d[part]}) as gd:
+                    run_until(dense, b, norms_d[part])
+                with capture({"ln": norms_s[part]}) as gs:
+                    run_until(student, b, norms_s[part])
+                m = b["attention_mask"]
+                zd = tokens_of(gd["ln"].inputs[0][0], m).double()
+                zs = tokens_of(gs["ln"].inputs[0][0], m).double()
+                num += float((zs - zd).pow(2).sum())
+                den += float(zd.pow(2).sum())
+            out.append({"layer": layer, "part": part, "error": num / max(den, 1e-30)})
+    return out
+
+
+# -- distillation ------------------------------------------------------------------------------
+def _progress(total: float):
+    """A tqdm bar over seconds when tqdm is installed (to stderr), else None (the loop logs instead)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=round(total), unit="s", desc="distill", leave=False)
+
+
+def distill(student: nn.Module, dense: nn.Module, calibration: Calibration, seconds: float, seed: int = 0,
+            lr: float = 5e-5) -> tuple[list[float], float, int]:
+    """Train ``student`` towards ``dense``'s mean-pooled embeddings (1 - cosine + MSE) on the calibration
+    batches with AdamW, seeded, until ``seconds`` have passed (checked after every step). The masked
+    weights stay masked (torch.nn.utils.prune multiplies ``weight_orig`` by the mask in every forward).
+    Returns (loss per step, seconds spent, steps)."""
+    if seconds <= 0:
+        raise RecipeError(f"distillation needs a positive time budget, not {seconds!r}; pass --recover-seconds 120")
+    dev = next(student.parameters()).device
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        dense.eval()
+        targets = [mean_pool(dense(**{k: v.to(dev) for k, v in b.items()}).last_hidden_state.float(), b["attention_mask"].to(dev))
+                   for b in calibration.batches]
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    student.train()
+    for mod in student.modules():  # no dropout noise: the target is deterministic
+        if isinstance(mod, nn.Dropout):
+            mod.eval()
+    curve: list[float] = []
+    bar = _progress(seconds)
+    t0 = time.perf_counter()
+    last_tick = t0
+    try:
+        while time.perf_counter() - t0 < seconds:
+            for i in torch.randperm(len(calibration.batches), generator=gen).tolist():
+                b = {k: v.to(dev) for k, v in calibration.batches[i].items()}
+                emb = mean_pool(student(**b).last_hidden_state.float(), b["attention_mask"])
+                loss = (1 - nn.functional.cosine_similarity(emb, targets[i], dim=-1)).mean() + nn.functional.mse_loss(emb, targets[i])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                curve.append(float(loss))
+                now = time.perf_counter()
+                if bar is not None:
+                    bar.update(round(now - t0) - bar.n)
+                    bar.set_postfix(loss=f"{curve[-1]:.4f}")
+                elif now - last_tick > 10:
+                    log.info("distill %.0f/%.0f s, loss %.4f", now - t0, seconds, curve[-1])
+                    last_tick = now
+                if now - t0 >= seconds:
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+        student.eval()
+    spent = time.perf_counter() - t0
+    log.info("distilled %d steps in %.1f s, loss %.4f -> %.4f", len(curve), spent, curve[0] if curve else float("nan"), curve[-1] if curve else float("nan"))
+    return curve, spent, len(curve)
+
+
+def recover(student: nn.Module, dense: nn.Module, calibration: Calibration, recipe: PruneRecipe) -> Recovery:
+    """Run ``recipe.recover`` (lstsq, distill or lstsq+distill) on the masked ``student``, in place."""
+    if recipe.recover == "none":
+        return Recovery("none", None, 0.0, 0)
+    if calibration is None:
+        raise RecipeError(f"recovery {recipe.recover!r} needs a calibration set")
+    t0 = time.perf_counter()
+    errors: list[dict] = []
+    scales: list[dict] = []
+    curve: list[float] = []
+    spent, steps = 0.0, 0
+    parts = recipe.recover.split("+")
+    if "lstsq" in parts:
+        errors, scales = lstsq(student, dense, calibration, recipe.fit)
+    if "distill" in parts:
+        curve, spent, steps = distill(student, dense, calibration, recipe.recover_seconds, recipe.seed)
+    return Recovery(recipe.recover, recipe.fit if "lstsq" in parts else None, time.perf_counter() - t0, calibration.size,
+                    tuple(errors), tuple(scales), spent, tuple(curve), steps)
