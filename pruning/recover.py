@@ -127,6 +127,7 @@ def _stats(student: nn.Module, dense: nn.Module, calibration: Calibration, layer
         z_s = tokens_of(got_s["ln"].inputs[0][0], m).double()
         target = z_d - (z_s - y)  # what the projection should output: dense sum minus the student's residual
         s["tt"] += float(target.pow(2).sum())
+        s["zz"] = s.get("zz", 0.0) + float(z_d.pow(2).sum())
         s["err0"] = s.get("err0", 0.0) + float((z_d - z_s).pow(2).sum())
         if fit == "ridge":
             xa = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=dev)], dim=1)
@@ -160,8 +161,8 @@ def _fit_one(student: nn.Module, dense: nn.Module, calibration: Calibration, lay
     lin, group = _projections(student, layer)[part]
     kept = _kept_columns(student, layer, part)
     s = _stats(student, dense, calibration, layer, part, kept, group, fit, dense_layer)
-    tt = max(s["tt"], 1e-30)
-    before = s["err0"] / tt
+    denom = max(s["zz"], 1e-30)  # errors relative to the dense pre-LayerNorm sum's energy, as layer_errors
+    before = s["err0"] / denom
     w, bias = s["w"], s["bias"]
     if fit == "ridge":
         g, h = s["G"], s["H"]
@@ -174,7 +175,7 @@ def _fit_one(student: nn.Module, dense: nn.Module, calibration: Calibration, lay
         sol = torch.linalg.solve(g + reg, h + reg @ prior)
         new_w, new_b = sol[:k].t(), sol[k]
         _write(lin, kept, new_w, new_b)
-        after = float(torch.trace(sol.t() @ g @ sol) - 2 * torch.trace(sol.t() @ h) + s["tt"]) / tt
+        after = float(torch.trace(sol.t() @ g @ sol) - 2 * torch.trace(sol.t() @ h) + s["tt"]) / denom
         return {"layer": layer, "part": part, "before": before, "after": max(after, 0.0)}, None
     g, h = s["G"], s["H"]
     damp = 1e-6 * float(torch.diagonal(g).mean())
@@ -183,7 +184,7 @@ def _fit_one(student: nn.Module, dense: nn.Module, calibration: Calibration, lay
     _write(lin, kept, new_w, None)
     err = float(scales @ g @ scales - 2 * scales @ h)
     base = float(torch.ones_like(scales) @ g @ torch.ones_like(scales) - 2 * torch.ones_like(scales) @ h)
-    after = before + (err - base) / tt  # the fit's change of the squared error, on top of the error before
+    after = before + (err - base) / denom  # the fit's change of the squared error, on top of the error before
     groups = kept.reshape(-1, group)[:, 0] // group
     return ({"layer": layer, "part": part, "before": before, "after": max(after, 0.0)},
             {"layer": layer, "part": part, "kept": groups.tolist(), "scales": scales.float().cpu().tolist()})
@@ -287,7 +288,7 @@ def distill(student: nn.Module, dense: nn.Module, calibration: Calibration, seco
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                curve.append(float(loss))
+                curve.append(float(loss.detach()))
                 now = time.perf_counter()
                 if bar is not None:
                     bar.update(round(now - t0) - bar.n)
