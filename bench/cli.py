@@ -109,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quick", action="store_true", help="smoke run: small shape, loose CI, short caps")
     r.add_argument("--time-cap", type=float, help="seconds of paired latency rounds per case")
     r.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory measurement")
+    r.add_argument("--eval", metavar="FILE", help="score quality on your TSV (text<TAB>label or s1<TAB>s2<TAB>score) "
+                   "instead of the built-in BBC News task")
     r.add_argument("-k", dest="select", help="pytest -k expression to select cases by case id")
     r.add_argument("--isolate", action="store_true",
                    help="run each case in its own subprocess with a wall-clock limit: a crash, hang or OOM costs that case only")
@@ -164,6 +166,7 @@ def _build_plan(a: argparse.Namespace):
         "threads": a.threads,
         "time_cap_s": a.time_cap,
         "memory": False if a.no_memory else None,
+        "eval": a.eval,
     }
     data = _recovery_keys(a)
     if a.methods or a.sparsity or a.scope or data:
@@ -203,7 +206,7 @@ _PLAN_FLAGS = {"model": "--model", "methods": "--methods", "sparsity": "--sparsi
                "recover_seconds": "--recover-seconds",
                "runtimes": "--runtimes", "device": "--device", "batch": "--batch", "seq_len": "--seq-len",
                "threads": "--threads", "plan": "--plan", "out": "--out", "quick": "--quick", "time_cap": "--time-cap",
-               "no_memory": "--no-memory", "shard": "--shard", "shards": "--shards"}
+               "no_memory": "--no-memory", "eval": "--eval", "shard": "--shard", "shards": "--shards"}
 
 
 def _check_flags(a: argparse.Namespace) -> None:

@@ -23,7 +23,7 @@ from pruning.unstructured import sparsity_of
 from .measure.flops import macs
 from .measure.latency import Latency, measure_paired
 from .measure.memory import measure_memory
-from .measure.quality import embed, fidelity
+from .measure.quality import MAX_LEN, EvalTask, QualityMeter, QualityResult, corpus_task, file_task
 from .measure.size import measure_size
 from .models import LoadedModel, load_model
 from .plan import Case, Plan
@@ -128,7 +128,8 @@ class Session:
         self._base_size: dict[str, object] = {}
         self._masked: tuple[tuple, torch.nn.Module] | None = None
         self._reference: dict[tuple, torch.Tensor] = {}
-        self._embeddings: dict[tuple, torch.Tensor] = {}
+        self._quality = QualityMeter()  # embeddings per (model, recipe, dtype), computed once per run
+        self._task: EvalTask | None = None
         self._dense_macs: dict[tuple, int] = {}
         self._mem_cache: dict[str, object] = {}
         self._dense_bytes: dict[str, int] = {}
@@ -172,14 +173,39 @@ class Session:
                 self._reference[key] = self.masked(case.model, case.recipe)(**inputs).last_hidden_state.float()
         return self._reference[key]
 
-    def embeddings(self, model: str, recipe: PruneRecipe) -> torch.Tensor:
-        key = (model, recipe)
-        if key not in self._embeddings:
-            loaded = get_model(model)
-            net = self.masked(model, recipe)
-            with torch.inference_mode():
-                self._embeddings[key] = embed(lambda x: net(**x).last_hidden_state, loaded.quality_batches())
-        return self._embeddings[key]
+    def quality_task(self) -> EvalTask:
+        """What quality is scored on: the plan's eval file, else the BBC News split (built once per run)."""
+        if self._task is None:
+            if self.plan.eval:
+                from .data.evalfile import load_eval_file
+
+                self._task = file_task(load_eval_file(self.plan.eval))
+            else:
+                self._task = corpus_task()
+        return self._task
+
+    def _quality_net(self, key: tuple) -> torch.nn.Module:
+        """The network a quality key (model, recipe, dtype) names: the cached model for dense fp32; structured
+        recipes baked (heads and neurons removed: the same outputs, faster to embed); others masked."""
+        model, recipe, dtype = key
+        if recipe.method == "dense" and dtype == "float32":
+            return get_model(model).model
+        if recipe.spec.structured:
+            return Variant(get_model(model), recipe, {}, dtype).baked()
+        if dtype == "float32":
+            return self.masked(model, recipe)
+        return Variant(get_model(model), recipe, {}, dtype).masked()
+
+    def quality(self, case: Case) -> QualityResult:
+        """The case's variant scored against dense in the baseline's dtype on the run's task, at the case's
+        seq_len capped at MAX_LEN; random-init models get fidelity only (a task score of random weights means
+        nothing)."""
+        loaded = get_model(case.model)
+        task = self.quality_task()
+        dense = (case.model, PruneRecipe("dense"), case.baseline.dtype)
+        return self._quality.measure(dense, (case.model, case.recipe, case.dtype), self._quality_net, loaded.encode,
+                                     task, min(case.seq_len, MAX_LEN),
+                                     task_metrics=loaded.weights == "pretrained" or task.kind != "corpus")
 
     def unavailable(self, case: Case) -> str | None:
         """Why the case cannot run here (runtime/device, a dtype or method the runtime cannot run, or a missing
@@ -265,8 +291,8 @@ class Session:
             mem_f = pool.submit(measure_memory, case.to_dict(), self._memdir(case), **self._mem_timeout()) if self.plan.memory else None
             base_mem_f = pool.submit(self._memory_baseline, case) if self.plan.memory else None
             if self.plan.quality:
-                q = fidelity(self.embeddings(case.model, PruneRecipe("dense")), self.embeddings(case.model, case.recipe))
-                rec.quality_cosine, rec.quality_knn_agreement = round(q.cosine, 6), round(q.knn_agreement, 6)
+                for name, value in self.quality(case).record_fields().items():
+                    setattr(rec, name, value)
             size, base_size = size_f.result(), base_size_f.result()
             rec.size_bytes, rec.size_compressed_bytes = size.raw_bytes, size.compressed_bytes
             rec.size_ratio = size.raw_bytes / base_size.raw_bytes

@@ -58,7 +58,7 @@ def model_names() -> list[str]:
 
 @lru_cache(maxsize=1)
 def sentences() -> tuple[str, ...]:
-    """The bundled set of real English sentences (inputs and the quality set)."""
+    """The bundled set of real English sentences (the fixed input batch for timing)."""
     text = resources.files("bench").joinpath("data/sentences.txt").read_text(encoding="utf-8")
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
@@ -120,10 +120,9 @@ class LoadedModel:
             rows.append(" ".join(words))
         return self._encode(rows, seq_len, pad_to_max=True)
 
-    def quality_batches(self, seq_len: int = 128, size: int = 32) -> list[dict[str, torch.Tensor]]:
-        """The whole sentence set, one sentence per row, in batches (for fidelity figures)."""
-        pool = list(sentences())
-        return [self._encode(pool[i : i + size], seq_len, pad_to_max=False) for i in range(0, len(pool), size)]
+    def encode(self, texts: list[str], seq_len: int) -> dict[str, torch.Tensor]:
+        """``texts`` as model inputs, truncated to ``seq_len`` tokens and padded to the longest (quality inputs)."""
+        return self._encode(list(texts), seq_len, pad_to_max=False)
 
 
 def _quiet_transformers() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .plots import write_plots
+from .quality_report import quality_columns, quality_verdict
 from .records import read_records
 
 __all__ = ["frame", "latency_verdict", "render", "summary_table", "write_report"]
@@ -69,11 +70,6 @@ def _table(df: pd.DataFrame) -> str:
     rows = []
     for _, r in df.iterrows():
         r = r.to_dict()
-        q = "–"
-        if _num(r.get("quality_cosine")):
-            q = f"{r['quality_cosine']:.3f} / {r['quality_knn_agreement']:.2f}"
-            if r.get("quality_meaningful") is False:
-                q += " (random-init)"
         rows.append({
             "variant": r.get("recipe"),
             "runtime": r.get("runtime"),
@@ -88,7 +84,7 @@ def _table(df: pd.DataFrame) -> str:
             "size MB": _fmt((r.get("size_bytes") or float("nan")) / 1e6, ".1f"),
             "size ratio": _fmt(r.get("size_ratio")),
             "gzip ratio": _fmt(r.get("size_compressed_ratio")),
-            "cosine / kNN@10": q,
+            **quality_columns(r),
             "verdict": _verdict(r),
         })
     return pd.DataFrame(rows).to_markdown(index=False)
@@ -124,7 +120,8 @@ def _verdict(r: dict) -> str:
     parts = [f"speed {latency_verdict(r.get('latency_ratio'), r.get('latency_ratio_lo'), r.get('latency_ratio_hi'))}",
              f"size {_ratio_word(r.get('size_ratio'))}",
              f"memory {_ratio_word(r.get('mem_ratio'), MEM_NOISE)}"]
-    return "; ".join(parts)
+    quality = quality_verdict(r)
+    return "; ".join(parts + ([quality] if quality else []))
 
 
 # "Barely decreased": a variant counts as faster (or smaller) only when it is at least 10% below dense.
@@ -250,8 +247,10 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
               "timed interleaved in one process, with a 95% bootstrap CI (⚠ = CI wider than the target or CV ≥ 10%). "
               "Size ratio = bytes of what the runtime keeps on disk / dense safetensors. "
               "Memory: peak RSS while serving in a fresh process; the ratio compares the part above the process's "
-              "floor (libraries and a model's code loaded, no weights held); within ±15% counts as unchanged. Quality = mean cosine of mean-pooled embeddings to the dense model "
-              "and top-10 neighbour agreement, on the bundled sentence set; efficiency = FLOP ratio / latency ratio.", ""]
+              "floor (libraries and a model's code loaded, no weights held); within ±15% counts as unchanged. Quality (held-out text, 95% bootstrap CIs over its items; Δ = variant − dense "
+              "on the same items, measurable when its CI excludes 0): title → body recall@1 and linear-probe accuracy on "
+              "BBC News (or the run's --eval file), and the mean cosine of each text's embedding to dense; "
+              "efficiency = FLOP ratio / latency ratio.", ""]
     if plots:
         lines += ["## Plots", ""]
         for title, path in plots:
