@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .calibration import Calibration, capture, mean_pool, run_until, tokens_of
+from .calibration import Calibration, StopForward, capture, mean_pool, run_until, tokens_of
 from .recipe import PruneRecipe, RecipeError
 from .targets import discover, layer_stack
 
@@ -99,36 +99,65 @@ def _post_norms(model: nn.Module, layer: int, batch: dict[str, torch.Tensor]) ->
     return out
 
 
-def _stats(student: nn.Module, dense: nn.Module, calibration: Calibration, layer: int, part: str,
-           kept: torch.Tensor, group: int, fit: str, dense_layer: int) -> dict:
-    """Accumulate the normal equations of one projection's fit over the calibration set; the target
-    is the pre-LayerNorm sum of the same projection in ``dense_layer`` of the dense model."""
-    dev = next(student.parameters()).device
-    lin, _ = _projections(student, layer)[part]
-    ln_s = _post_norms(student, layer, calibration.batches[0])[part]
-    ln_d = _post_norms(dense, dense_layer, calibration.batches[0])[part]
-    if dense_layer != layer:  # the layers above were removed: this layer's output stands in for theirs
-        ln_s.load_state_dict(ln_d.state_dict())
+Inputs = list[tuple[tuple, dict]]  # per calibration batch: the (args, kwargs) a layer is called with
+
+
+def _layer_inputs(model: nn.Module, calibration: Calibration) -> Inputs:
+    """What the first encoder layer is called with, per calibration batch (the forward stops there)."""
+    first = layer_stack(model)[0]
+    got: Inputs = []
+
+    def pre(_mod, args, kwargs):
+        got.append((tuple(a.detach() if torch.is_tensor(a) else a for a in args), dict(kwargs)))
+        raise StopForward
+
+    dev = next(model.parameters()).device
+    h = first.register_forward_pre_hook(pre, with_kwargs=True)
+    try:
+        for b in calibration.batches:
+            try:
+                with torch.no_grad():
+                    model(**{k: v.to(dev) for k, v in b.items()})
+            except StopForward:
+                pass
+    finally:
+        h.remove()
+    return got
+
+
+def _run_layer(block: nn.Module, inputs: Inputs, watch: dict[str, nn.Module] | None = None) -> tuple[Inputs, list[dict]]:
+    """Run one layer on stored inputs: the next layer's inputs, and per batch what ``watch``'s modules got
+    (``name -> (first positional input, output)``)."""
+    nxt: Inputs = []
+    seen: list[dict] = []
+    for args, kwargs in inputs:
+        with torch.no_grad(), capture(watch or {}) as got:
+            out = block(*args, **kwargs)
+        hidden = out[0] if isinstance(out, tuple) else out
+        nxt.append(((hidden,) + tuple(args[1:]), kwargs))
+        seen.append({k: (c.inputs[0][0], c.outputs[0]) for k, c in got.items()})
+    return nxt, seen
+
+
+def _stats(lin: nn.Linear, ln: nn.Module, block: nn.Module, inputs: Inputs, z_dense: list[torch.Tensor],
+           masks: list[torch.Tensor], kept: torch.Tensor, group: int, fit: str) -> dict:
+    """Accumulate the normal equations of one projection's fit over the calibration batches: the
+    student layer runs on its own inputs; ``z_dense`` is the dense pre-LayerNorm sum to match."""
+    dev = lin.weight.device
     w = lin.weight.detach().double()[:, kept.to(dev)]
     bias = lin.bias.detach().double() if lin.bias is not None else torch.zeros(lin.out_features, dtype=torch.float64, device=dev)
-    k = len(kept)
-    groups = k // group
-    s: dict = {"tt": 0.0}
-    for b in calibration.batches:
-        b = {key: v.to(dev) for key, v in b.items()}
-        with capture({"ln": ln_d}) as got_d:
-            run_until(dense, b, ln_d)
-        with capture({"lin": lin, "ln": ln_s}) as got_s:
-            run_until(student, b, ln_s)
-        m = b["attention_mask"]
-        z_d = tokens_of(got_d["ln"].inputs[0][0], m).double()
-        x = tokens_of(got_s["lin"].inputs[0][0], m).double()[:, kept.to(dev)]
-        y = tokens_of(got_s["lin"].outputs[0], m).double()
-        z_s = tokens_of(got_s["ln"].inputs[0][0], m).double()
+    groups = len(kept) // group
+    _, seen = _run_layer(block, inputs, {"lin": lin, "ln": ln})
+    s: dict = {"tt": 0.0, "zz": 0.0, "err0": 0.0}
+    for got, zd_full, m in zip(seen, z_dense, masks):
+        z_d = tokens_of(zd_full, m).double()
+        x = tokens_of(got["lin"][0], m).double()[:, kept.to(dev)]
+        y = tokens_of(got["lin"][1], m).double()
+        z_s = tokens_of(got["ln"][0], m).double()
         target = z_d - (z_s - y)  # what the projection should output: dense sum minus the student's residual
         s["tt"] += float(target.pow(2).sum())
-        s["zz"] = s.get("zz", 0.0) + float(z_d.pow(2).sum())
-        s["err0"] = s.get("err0", 0.0) + float((z_d - z_s).pow(2).sum())
+        s["zz"] += float(z_d.pow(2).sum())
+        s["err0"] += float((z_d - z_s).pow(2).sum())
         if fit == "ridge":
             xa = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=dev)], dim=1)
             s["G"] = s.get("G", 0) + xa.t() @ xa
@@ -156,16 +185,12 @@ def _write(lin: nn.Linear, kept: torch.Tensor, new_w: torch.Tensor, new_b: torch
             lin.bias.copy_(new_b.to(lin.bias.dtype))
 
 
-def _fit_one(student: nn.Module, dense: nn.Module, calibration: Calibration, layer: int, part: str, fit: str,
-             dense_layer: int) -> tuple[dict, dict | None]:
-    lin, group = _projections(student, layer)[part]
-    kept = _kept_columns(student, layer, part)
-    s = _stats(student, dense, calibration, layer, part, kept, group, fit, dense_layer)
+def _solve(s: dict, lin: nn.Linear, kept: torch.Tensor, group: int, fit: str, layer: int, part: str) -> tuple[dict, dict | None]:
+    """Solve one projection's fit from its statistics, write it, and report the error before / after."""
     denom = max(s["zz"], 1e-30)  # errors relative to the dense pre-LayerNorm sum's energy, as layer_errors
     before = s["err0"] / denom
-    w, bias = s["w"], s["bias"]
+    w, bias, g, h = s["w"], s["bias"], s["G"], s["H"]
     if fit == "ridge":
-        g, h = s["G"], s["H"]
         k = len(kept)
         lam = RIDGE * float(torch.diagonal(g)[:k].mean())
         reg = torch.zeros_like(g)
@@ -173,18 +198,14 @@ def _fit_one(student: nn.Module, dense: nn.Module, calibration: Calibration, lay
         prior = torch.cat([w, bias[:, None]], dim=1).t()  # ridge towards the current weights
         prior[k:] = 0
         sol = torch.linalg.solve(g + reg, h + reg @ prior)
-        new_w, new_b = sol[:k].t(), sol[k]
-        _write(lin, kept, new_w, new_b)
+        _write(lin, kept, sol[:k].t(), sol[k])
         after = float(torch.trace(sol.t() @ g @ sol) - 2 * torch.trace(sol.t() @ h) + s["tt"]) / denom
         return {"layer": layer, "part": part, "before": before, "after": max(after, 0.0)}, None
-    g, h = s["G"], s["H"]
     damp = 1e-6 * float(torch.diagonal(g).mean())
     scales = torch.linalg.solve(g + damp * torch.eye(len(g), dtype=g.dtype, device=g.device), h)
-    new_w = w * scales.repeat_interleave(group)[None, :]
-    _write(lin, kept, new_w, None)
-    err = float(scales @ g @ scales - 2 * scales @ h)
-    base = float(torch.ones_like(scales) @ g @ torch.ones_like(scales) - 2 * torch.ones_like(scales) @ h)
-    after = before + (err - base) / denom  # the fit's change of the squared error, on top of the error before
+    _write(lin, kept, w * scales.repeat_interleave(group)[None, :], None)
+    ones = torch.ones_like(scales)
+    after = before + float(scales @ g @ scales - 2 * scales @ h - (ones @ g @ ones - 2 * ones @ h)) / denom
     groups = kept.reshape(-1, group)[:, 0] // group
     return ({"layer": layer, "part": part, "before": before, "after": max(after, 0.0)},
             {"layer": layer, "part": part, "kept": groups.tolist(), "scales": scales.float().cpu().tolist()})
@@ -193,26 +214,61 @@ def _fit_one(student: nn.Module, dense: nn.Module, calibration: Calibration, lay
 def lstsq(student: nn.Module, dense: nn.Module, calibration: Calibration, fit: str = "ridge") -> tuple[list[dict], list[dict]]:
     """Fit every layer's output projections bottom up (see the module docstring); in place.
 
-    With depth pruning, only kept layers are fitted and the FFN of the last kept layer below a removed
-    run is fitted to the output of the run's top layer (with that layer's LayerNorm).
-    Returns (errors, scales): per projection the relative pre-LayerNorm reconstruction error before
-    and after its fit, and for ``fit="scales"`` the solved scale of every kept head / neuron."""
+    Each model's first-layer inputs are captured once per calibration batch and carried up layer by
+    layer, so the whole fit costs a few forwards. With depth pruning only kept layers are fitted, and
+    the FFN of the last kept layer below a removed run is fitted to the output of the run's top layer
+    (with that layer's LayerNorm). Returns (errors, scales): per projection the relative
+    pre-LayerNorm reconstruction error before and after its fit, and for ``fit="scales"`` the solved
+    scale of every kept head / neuron."""
     errors, scales = [], []
     student.eval()
     dense.eval()
     n = len(layer_stack(student))
     skipped = set(getattr(student, "prunebench_skipped_layers", ()))  # depth pruning: layers passed through
     kept = [i for i in range(n) if i not in skipped]
+    stack_s, stack_d = layer_stack(student), layer_stack(dense)
+    dev = next(student.parameters()).device
+    masks = [b["attention_mask"].to(dev) for b in calibration.batches]
+    first = calibration.batches[0]
+    s_in, d_in = _layer_inputs(student, calibration), _layer_inputs(dense, calibration)
+    s_pos = d_pos = 0
     for pos, layer in enumerate(kept):
         # a kept layer's FFN output stands in for the dense model's output of the last layer before the
         # next kept one (the removed layers' work is folded into it)
         top = (kept[pos + 1] - 1) if pos + 1 < len(kept) else n - 1
-        for part in ("att", "ffn"):
-            err, sc = _fit_one(student, dense, calibration, layer, part, fit, layer if part == "att" else top)
+        while s_pos < layer:
+            s_in, _ = _run_layer(stack_s[s_pos], s_in)
+            s_pos += 1
+        while d_pos < layer:
+            d_in, _ = _run_layer(stack_d[d_pos], d_in)
+            d_pos += 1
+        norms_d = _post_norms(dense, layer, first)
+        d_in, seen = _run_layer(stack_d[layer], d_in, norms_d)
+        d_pos += 1
+        z_att = [x["att"][0] for x in seen]
+        z_ffn = [x["ffn"][0] for x in seen]
+        if top != layer:
+            while d_pos < top:
+                d_in, _ = _run_layer(stack_d[d_pos], d_in)
+                d_pos += 1
+            top_norms = _post_norms(dense, top, first)
+            d_in, seen = _run_layer(stack_d[top], d_in, top_norms)
+            d_pos += 1
+            z_ffn = [x["ffn"][0] for x in seen]
+        norms_s = _post_norms(student, layer, first)
+        if top != layer:
+            norms_s["ffn"].load_state_dict(top_norms["ffn"].state_dict())
+        for part, z_d in (("att", z_att), ("ffn", z_ffn)):
+            lin, group = _projections(student, layer)[part]
+            cols = _kept_columns(student, layer, part)
+            st = _stats(lin, norms_s[part], stack_s[layer], s_in, z_d, masks, cols, group, fit)
+            err, sc = _solve(st, lin, cols, group, fit, layer, part)
             log.info("lstsq[%s] layer %d %s: reconstruction error %.4f -> %.4f", fit, layer, part, err["before"], err["after"])
             errors.append(err)
             if sc is not None:
                 scales.append(sc)
+        s_in, _ = _run_layer(stack_s[layer], s_in)
+        s_pos += 1
     return errors, scales
 
 
