@@ -123,6 +123,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="local (default) or ray: one Ray task per shard, then merged into --out")
     r.add_argument("--shards", type=_count, metavar="N", help="with --executor ray: number of shards (default 4)")
 
+    fr = sub.add_parser("frontier", help="per method, the highest sparsity above a quality floor (bisection), then timed per runtime")
+    fr.add_argument("--floor", required=True, help='quality floor, e.g. "r@1>=-0.02,cosine>=0.95" (task metrics: change vs dense)')
+    fr.add_argument("--model", type=_names, help="model name or HF directory (default: minilm)")
+    fr.add_argument("--methods", type=_names, help="structured methods, comma-separated (default: heads+ffn)")
+    fr.add_argument("--runtimes", type=_names, help="runtimes to time the frontier variants in (default: torch-dense)")
+    fr.add_argument("--max-sparsity", type=float, default=0.9, help="highest sparsity searched (default 0.9)")
+    fr.add_argument("--steps", type=_count, default=5, help="bisection steps per method (default 5)")
+    fr.add_argument("--time-cap", type=float, help="seconds of paired latency rounds per timed case")
+    fr.add_argument("--out", help="run directory (default: results/<run-id>)")
+    _recovery_flags(fr)
+
     rp = sub.add_parser("report", help="regenerate report.md of a run from its records")
     rp.add_argument("run_dir")
 
@@ -384,6 +395,61 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_frontier(a: argparse.Namespace) -> int:
+    """Bisect each method's sparsity on held-out quality against the floor, then time what was found."""
+    from bench.frontier import parse_floor, save, search
+    from bench.plan import builtin_plan
+
+    floors = parse_floor(a.floor)
+    models = a.model or ["minilm"]
+    if len(models) != 1:
+        raise UsageError(f"frontier searches one model at a time, not {len(models)}; pass one --model")
+    from bench.calibrate import build_masked, check_calibration
+    from bench.measure.quality import MAX_LEN, QualityMeter, corpus_task
+    from bench.models import load_model
+    from pruning import PruneRecipe, bake
+
+    data = _recovery_keys(a)
+    methods = a.methods or ["heads+ffn"]
+    for m in methods:
+        probe = PruneRecipe(m, 0.5, **data)
+        if not probe.spec.structured:
+            raise UsageError(f"frontier searches methods that remove weights (heads, ffn, heads+ffn, layers), not {m!r}")
+        check_calibration(probe)
+    runtimes = a.runtimes or ["torch-dense"]
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+    out = _out_dir(a, run_id)
+    command = "prunebench " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+    loaded = load_model(models[0])
+    meter, task = QualityMeter(), corpus_task()
+    dense_key = (models[0], PruneRecipe("dense"), "float32")
+
+    def net(key):
+        return loaded.model if key == dense_key else bake(build_masked(loaded, key[1])[0]).eval()
+
+    def score(recipe):
+        return meter.measure(dense_key, (models[0], recipe, "float32"), net, loaded.encode, task, MAX_LEN,
+                             task_metrics=loaded.weights == "pretrained").figures
+
+    points = []
+    for m in methods:
+        point = search(lambda s, m=m: PruneRecipe(m, s, **data), score, floors, a.max_sparsity, a.steps, m)
+        print(f"prunebench: frontier {m}: " + (f"{point.label}" if point.label else "no sparsity passes the floor")
+              + f" ({len(point.trail)} variants scored)", flush=True)
+        points.append(point)
+    save(points, floors, out / "frontier.json")
+    recipes = [p.recipe for p in points if p.recipe]
+    if not recipes:
+        print("prunebench: nothing to time: no method stays above the floor at the sparsities tried")
+        return 0
+    plan = builtin_plan("default", models=models, runtimes=runtimes, recipes=recipes, memory=False, time_cap_s=a.time_cap)
+    info = {"run_id": run_id, "shard": None, "select": None, "isolate": False, "case_timeout_s": None, "frontier": True}
+    plan.save(out / "plan.json")
+    (out / "command.txt").write_text(command + "\n")
+    (out / "run.json").write_text(json.dumps(info, indent=1))
+    return _execute(out, plan, info, command, resume=False)
+
+
 def cmd_prune(a: argparse.Namespace) -> int:
     from bench.models import load_model
     from pruning import PruneRecipe, bake
@@ -476,16 +542,18 @@ def cmd_list(a: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "prune": cmd_prune, "merge": cmd_merge, "list": cmd_list}
+_COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "prune": cmd_prune, "merge": cmd_merge, "list": cmd_list,
+             "frontier": cmd_frontier}
 
 
 def _light_errors() -> tuple[type[BaseException], ...]:
     from bench.merge import MergeError
     from bench.ray_executor import RayExecutorError
     from bench.records import RecordError
+    from bench.frontier import FrontierError
     from bench.shard import ShardError
 
-    return (UsageError, argparse.ArgumentTypeError, RecordError, MergeError, ShardError, RayExecutorError)
+    return (UsageError, argparse.ArgumentTypeError, RecordError, MergeError, ShardError, RayExecutorError, FrontierError)
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:

@@ -257,6 +257,10 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
             lines += [f"### {title}", "", f"![{title}]({path})", ""]
     lines += _masked_vs_baked(df)
     lines += _structured_section(df)
+    from .frontier import frontier_section, recovery_section
+
+    lines += recovery_section(df)
+    lines += frontier_section(df, run_dir)
     for model, g in df.groupby("model", sort=False):
         w = g["weights"].dropna().unique() if "weights" in g else []
         note = " (random-init weights: quality figures are not meaningful)" if "random-init" in list(w) else ""
@@ -278,6 +282,9 @@ def write_report(run_dir: Path, command: str | None = None) -> Path:
     if command is None and (run_dir / "command.txt").is_file():
         command = (run_dir / "command.txt").read_text().strip()
     written = write_plots(frame(records), run_dir / "plots")
+    from .frontier import write_frontier_plot
+
+    write_frontier_plot(frame(records), run_dir)  # linked from the frontier section, when the run is a frontier
     plots = [(title, path.relative_to(run_dir).as_posix()) for title, path in written]
     out = run_dir / "report.md"
     out.write_text(render(records, run_dir, command, plots), encoding="utf-8")
