@@ -165,12 +165,24 @@ def _activation(model: nn.Module, t: EncoderTargets, calibration: Calibration, k
     return out
 
 
+_SCORES: dict[tuple, tuple[Calibration, dict[str, list[torch.Tensor]]]] = {}
+_SCORES_KEPT = 8
+
+
+def _signature(model: nn.Module) -> tuple:
+    """A cheap fingerprint of a model's weights (shape and sum of every tensor)."""
+    with torch.no_grad():
+        return tuple((tuple(p.shape), round(float(p.double().sum()), 6)) for p in model.state_dict().values() if p.is_floating_point())
+
+
 def group_scores(model: nn.Module, kinds: tuple[str, ...], importance: str, norm: str | None = "l1",
                  calibration: Calibration | None = None, seed: int = 0) -> dict[str, list[torch.Tensor]]:
     """Per kind (``heads``, ``ffn``), one score tensor per layer: higher means keep.
 
     ``importance`` is ``magnitude`` (uses ``norm``: l1 | l2 | random), ``activation`` or ``fisher``
-    (both need ``calibration``; run on the dense model before any group is removed)."""
+    (both need ``calibration``; run on the dense model before any group is removed). Data-aware
+    scores are kept for the same weights, calibration set and seed, so the sparsities of one
+    recipe (and its recovered twin) pay for them once."""
     if importance not in IMPORTANCES:
         raise RecipeError(f"unknown importance {importance!r}; choose one of {', '.join(IMPORTANCES)}")
     t = discover(model)
@@ -184,10 +196,16 @@ def group_scores(model: nn.Module, kinds: tuple[str, ...], importance: str, norm
         return out
     if calibration is None:
         raise RecipeError(f"importance {importance!r} needs a calibration set; pass calibration= or use importance 'magnitude'")
+    key = (id(calibration), kinds, importance, seed, _signature(model))
+    hit = _SCORES.get(key)
+    if hit is not None and hit[0] is calibration:
+        return {k: [x.clone() for x in v] for k, v in hit[1].items()}
     log.info("%s importance of %s on %d calibration sequences", importance, "+".join(kinds), calibration.size)
-    if importance == "fisher":
-        return _fisher(model, t, calibration, kinds, seed)
-    return _activation(model, t, calibration, kinds)
+    out = _fisher(model, t, calibration, kinds, seed) if importance == "fisher" else _activation(model, t, calibration, kinds)
+    if len(_SCORES) >= _SCORES_KEPT:
+        _SCORES.pop(next(iter(_SCORES)))
+    _SCORES[key] = (calibration, out)
+    return {k: [x.clone() for x in v] for k, v in out.items()}
 
 
 # -- layers ------------------------------------------------------------------------------------
