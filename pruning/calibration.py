@@ -61,15 +61,6 @@ class Calibration:
             batches.append({k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
         return cls(tuple(batches))
 
-    def split(self, held_out: int) -> tuple["Calibration", "Calibration"]:
-        """(fit, check): the last ``held_out`` batches apart, to score a fit on text it was not fit on."""
-        if not 0 < held_out < len(self.batches):
-            raise RecipeError(f"cannot hold out {held_out} of {len(self.batches)} calibration batches")
-        return Calibration(self.batches[:-held_out]), Calibration(self.batches[-held_out:])
-
-    def to(self, device: torch.device | str) -> "Calibration":
-        return Calibration(tuple({k: v.to(device) for k, v in b.items()} for b in self.batches))
-
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of the token vectors under the attention mask: the sentence embedding losses compare."""

@@ -35,12 +35,11 @@ from .calibration import Calibration, capture, mean_pool, tokens_of
 from .recipe import RecipeError
 from .targets import AttentionBlock, EncoderTargets, FFNBlock, discover, layer_stack
 
-__all__ = ["DATA_AWARE", "IMPORTANCES", "group_masks", "group_scores", "input_norms", "layer_scores", "skip_hooks", "skip_layers"]
+__all__ = ["IMPORTANCES", "group_masks", "group_scores", "input_norms", "layer_scores", "skip_hooks", "skip_layers"]
 
 log = logging.getLogger("pruning.importance")
 
 IMPORTANCES = ("magnitude", "activation", "fisher")
-DATA_AWARE = ("activation", "fisher", "wanda")
 
 
 # -- magnitude ---------------------------------------------------------------------------------

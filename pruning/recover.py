@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -52,7 +52,6 @@ class Recovery:
     distill_seconds: float = 0.0
     loss_curve: tuple[float, ...] = ()  # distillation loss, one per step
     steps: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 # -- what a projection sees --------------------------------------------------------------------
