@@ -4,14 +4,11 @@ quality and FLOPs. Caches what cases share (models, baselines, reference outputs
 from __future__ import annotations
 
 import logging
-import platform
 import shutil
-import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -27,58 +24,18 @@ from .measure.size import measure_size
 from .models import LoadedModel, load_model
 from .plan import Case, Plan
 from .records import Record
+from .dtypes import dtype_unavailable
+from .env import environment
 from .runtimes import Runner, Variant, get_runtime
-from .runtimes.base import tolerance
+from .runtimes.base import equality_gate
 
-__all__ = ["EqualityError", "Session", "build_runner", "environment"]
+__all__ = ["EqualityError", "Session", "build_runner", "environment"]  # environment: re-exported from bench.env
 
 log = logging.getLogger("bench.engine")
 
 
 class EqualityError(AssertionError):
     """A runtime's outputs differ from torch-masked beyond its tolerance: no timing is recorded."""
-
-
-@lru_cache(maxsize=1)
-def environment() -> dict:
-    """Versions, CPU, GPU and git sha: what a figure depends on besides the case."""
-    import numpy
-    import transformers
-
-    env = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu": _cpu_name(),
-        "cpu_count": __import__("os").cpu_count(),
-        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    try:
-        import onnxruntime
-
-        env["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        env["onnxruntime"] = None
-    try:
-        env["git_sha"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                        cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        env["git_sha"] = None
-    return env
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 _MODELS: dict[str, LoadedModel] = {}
@@ -177,13 +134,19 @@ class Session:
                 self._embeddings[key] = embed(lambda x: net(**x).last_hidden_state, loaded.quality_batches())
         return self._embeddings[key]
 
+    def _served_embeddings(self, case: Case, runner: Runner) -> torch.Tensor:
+        """The embeddings the case's runtime serves: the fp32 masked variant's (cached per recipe) where the
+        runtime reproduces it within a tolerance, the runner's own where it changes the numbers (a half dtype,
+        int8), so quality shows what casting or quantizing costs."""
+        if case.dtype == "float32" and get_runtime(case.runtime).quality_floor is None:
+            return self.embeddings(case.model, case.recipe)
+        return embed(runner.outputs, get_model(case.model).quality_batches())
+
     def unavailable(self, case: Case) -> str | None:
         """Why the case cannot run here (runtime/device, a dtype or method the runtime cannot run, or a missing
         optional package), or None."""
         rt = get_runtime(case.runtime)
-        reason = rt.unavailable(case.device)
-        if reason is None and hasattr(rt, "incompatible"):
-            reason = rt.incompatible(case)
+        reason = rt.unavailable(case.device) or rt.incompatible(case) or dtype_unavailable(case)
         req = case.recipe.spec.requires
         if reason is None and req:
             import importlib.util
@@ -203,10 +166,13 @@ class Session:
         rec.scope = case.recipe.scope if spec.scoped else None
         rec.recipe, rec.sparsity_target = case.recipe.label, case.recipe.sparsity
         rec.baseline = case.baseline.case_id
-        rec.tolerance = get_runtime(case.runtime).TOLERANCE if case.dtype == "float32" else None  # half: set in run()
+        rec.baseline_runtime, rec.baseline_dtype = case.baseline.runtime, case.baseline.dtype
+        rt = get_runtime(case.runtime)
+        rec.tolerance = rt.fp32_tolerance if case.dtype == "float32" and rt.quality_floor is None else None  # else: set in run()
+        rec.quality_floor = rt.quality_floor
         rec.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         rec.env = environment()
-        from .fingerprint import fingerprint
+        from .env import fingerprint
 
         rec.fingerprint = fingerprint(case, rec.env)
 
@@ -224,9 +190,10 @@ class Session:
         rec.arch, rec.weights = loaded.arch, loaded.weights
         rec.quality_meaningful = loaded.weights == "pretrained"
         runner = build_runner(case, self.workdir(case))
-        rec.runtime_info = getattr(runner, "info", None)
-        model = getattr(runner, "model", None)
-        variant = _variant(case).masked() if model is None else model
+        rec.runtime_info = runner.info
+        for key, value in runner.record.items():  # runtime-specific fields, e.g. torch-compile's compile_s
+            setattr(rec, key, value)
+        variant = _variant(case).masked() if runner.model is None else runner.model
         rec.params = sum(p.numel() for p in variant.parameters())
         scope = case.recipe.scope if case.recipe.spec.scoped else "linear"
         if case.recipe.spec.structured:  # the fraction of heads / FFN neurons removed, not of weights
@@ -239,11 +206,11 @@ class Session:
 
         # equality before speed
         ref = self.reference(case)
-        rec.tolerance = tolerance(get_runtime(case.runtime), case.dtype, ref)
-        out = runner.outputs()
-        rec.max_abs_diff = float((out - ref).abs().max()) if out.shape == ref.shape else float("inf")
-        if not rec.max_abs_diff <= rec.tolerance:
-            raise EqualityError(f"{case.runtime} outputs differ from torch-masked: max abs diff {rec.max_abs_diff:.3g} > tolerance {rec.tolerance:.1g} (shapes {tuple(out.shape)} vs {tuple(ref.shape)})")
+        mask = loaded.batch(case.batch, case.seq_len)["attention_mask"]
+        gate = equality_gate(get_runtime(case.runtime), case.runtime, case.dtype, runner.outputs(), ref, mask)
+        rec.max_abs_diff, rec.tolerance, rec.gate_cosine = gate.max_abs_diff, gate.tolerance, gate.cosine
+        if gate.error:
+            raise EqualityError(gate.error)
 
         lat = measure_paired(runner.timed, self.baseline(case).timed, target=self.plan.ci_target, time_cap_s=self.plan.time_cap_s,
                              warmup=self.plan.warmup, min_rounds=self.plan.min_rounds, benchmark=benchmark)
@@ -256,7 +223,7 @@ class Session:
             mem_f = pool.submit(measure_memory, case.to_dict(), self._memdir(case), **self._mem_timeout()) if self.plan.memory else None
             base_mem_f = pool.submit(self._memory_baseline, case) if self.plan.memory else None
             if self.plan.quality:
-                q = fidelity(self.embeddings(case.model, PruneRecipe("dense")), self.embeddings(case.model, case.recipe))
+                q = fidelity(self.embeddings(case.model, PruneRecipe("dense")), self._served_embeddings(case, runner))
                 rec.quality_cosine, rec.quality_knn_agreement = round(q.cosine, 6), round(q.knn_agreement, 6)
             size, base_size = size_f.result(), base_size_f.result()
             rec.size_bytes, rec.size_compressed_bytes = size.raw_bytes, size.compressed_bytes

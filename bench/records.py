@@ -83,6 +83,11 @@ class Record:
     runtime_info: str | None = None  # what the runtime did, e.g. "format=bsr; block=32; ..." or ORT providers
     dense_safetensors_bytes: int | None = None  # the dense fp32 model as safetensors
     size_safetensors_ratio: float | None = None  # size_bytes / dense_safetensors_bytes
+    baseline_runtime: str | None = None  # the baseline's runtime and dtype (the case id of ``baseline`` names them too)
+    baseline_dtype: str | None = None
+    quality_floor: float | None = None  # quantizing runtimes: the gate's pooled-cosine floor (no elementwise tolerance)
+    gate_cosine: float | None = None  # pooled cosine to the fp32 torch-masked outputs on the fixed batch (quality-floor gate)
+    compile_s: float | None = None  # torch-compile: seconds spent compiling (warm-up calls), excluded from latency
     env: dict[str, Any] = field(default_factory=dict)
     started_at: str | None = None
 

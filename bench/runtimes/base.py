@@ -1,19 +1,29 @@
-"""What every runtime shares: the Variant it runs and the Runner it returns."""
+"""What every runtime shares: the typed :class:`Runtime` protocol, the Variant it runs, the Runner it
+returns, and the equality gate that judges a runner's outputs before anything is timed.
+
+A runtime is one module defining a :class:`Runtime` subclass and ``RUNTIME = ThatClass()``, plus one line in
+``bench.runtimes.RUNTIMES``. Its members: ``name``, ``help``, ``baseline_runtime`` (the runtime whose dense
+model is its default baseline; None = itself), ``tolerance(dtype, reference)``, ``unavailable(device)``,
+``incompatible(case)`` (default: None), ``versions()`` (library versions that go into env and the case's
+fingerprint), ``prepare(variant, workdir, device) -> Runner``. A quantizing runtime sets ``quality_floor``:
+its gate is the pooled cosine to the fp32 torch-masked outputs, not an elementwise tolerance.
+"""
 
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from pruning import PruneRecipe, apply, bake
 
-__all__ = ["DTYPES", "HALF_TOLERANCE", "Runner", "RuntimeUnavailable", "TorchRunner", "Variant", "cuda_unavailable", "file_bytes",
-           "tolerance"]
+__all__ = ["DTYPES", "HALF_TOLERANCE", "Gate", "Runner", "Runtime", "RuntimeUnavailable", "TorchRunner", "Variant",
+           "cuda_unavailable", "equality_gate", "file_bytes", "package_versions", "pooled_cosine"]
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # fp16/bf16 outputs are compared with the fp32 torch-masked reference: the allowed max abs diff is this
@@ -51,12 +61,17 @@ def cuda_unavailable(device: str) -> str | None:
     return None
 
 
-def tolerance(runtime: ModuleType, dtype: str, reference: torch.Tensor) -> float:
-    """Max abs diff a runtime may show against the fp32 torch-masked reference: its ``TOLERANCE`` in fp32,
-    ``HALF_TOLERANCE[dtype]`` x max |reference| in half precision."""
-    if dtype == "float32":
-        return float(runtime.TOLERANCE)
-    return HALF_TOLERANCE[dtype] * float(reference.abs().max())
+def package_versions(*packages: str) -> dict[str, str | None]:
+    """Installed versions of ``packages`` from their metadata (None where absent), without importing them."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for pkg in packages:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
 
 
 def file_bytes(path: Path) -> int:
@@ -70,11 +85,17 @@ class Runner:
     """A callable that runs the variant on a fixed input batch.
 
     ``__call__`` runs once (synchronised on CUDA); ``outputs(inputs)`` returns the last hidden state
-    as a CPU fp32 tensor; ``artifact`` is the file or directory the runtime keeps on disk.
+    as a CPU fp32 tensor; ``artifact`` is the file or directory the runtime keeps on disk; ``model`` is
+    a plain torch encoder the engine counts parameters, sparsity and FLOPs on (None: the engine uses the
+    masked variant, which holds the same weights); ``info`` says what the runtime did; ``record`` holds
+    runtime-specific Record fields (e.g. ``compile_s``) the engine copies into the case's record.
     """
 
     device: str = "cpu"
     artifact: Path | None = None
+    model: nn.Module | None = None
+    info: str | None = None
+    record: dict[str, object] = {}
 
     def __call__(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -128,3 +149,75 @@ class TorchRunner(Runner):
     def outputs(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         inputs = self.inputs if inputs is None else {k: v.to(self.device) for k, v in inputs.items()}
         return self._forward(inputs).float().cpu()
+
+
+class Runtime(ABC):
+    """How a variant executes: the typed protocol every runtime module implements (see the module doc)."""
+
+    name: ClassVar[str]
+    help: ClassVar[str]
+    baseline_runtime: ClassVar[str | None] = None  # default baseline: dense in this runtime (None) or in another
+    fp32_tolerance: ClassVar[float] = 0.0  # max abs diff against torch-masked in float32
+    quality_floor: ClassVar[float | None] = None  # set: the gate is pooled cosine >= this, not a tolerance
+
+    def tolerance(self, dtype: str, reference: torch.Tensor) -> float:
+        """Max abs diff allowed against the fp32 torch-masked reference: ``fp32_tolerance`` in fp32,
+        ``HALF_TOLERANCE[dtype]`` x max |reference| in half precision."""
+        if dtype == "float32":
+            return float(self.fp32_tolerance)
+        return HALF_TOLERANCE[dtype] * float(reference.abs().max())
+
+    def unavailable(self, device: str) -> str | None:
+        """Why this runtime cannot run on ``device`` here (a missing package, no CUDA), or None."""
+        return cuda_unavailable(device)
+
+    def incompatible(self, case) -> str | None:
+        """Why this runtime cannot run ``case`` (a dtype or method it has no kernel for), or None."""
+        return None
+
+    def versions(self) -> dict[str, str | None]:
+        """Versions of the libraries this runtime runs on beyond torch (recorded in env and the fingerprint)."""
+        return {}
+
+    @abstractmethod
+    def prepare(self, variant: Variant, workdir: Path, device: str) -> Runner:
+        """Build the runner for ``variant`` (its artifact written under ``workdir``) on ``device``."""
+
+
+def pooled_cosine(out: torch.Tensor, ref: torch.Tensor, attention_mask: torch.Tensor) -> float:
+    """Mean over the batch of the cosine between mean-pooled (attention-masked) outputs and reference."""
+    mask = attention_mask.unsqueeze(-1).to(torch.float32)
+    a = (out.float() * mask).sum(1) / mask.sum(1).clamp_min(1)
+    b = (ref.float() * mask).sum(1) / mask.sum(1).clamp_min(1)
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=1).mean())
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The equality gate's verdict on one runner: the figures it judged and, when it fails, why."""
+
+    max_abs_diff: float
+    tolerance: float | None  # None for a quality-floor runtime
+    cosine: float | None  # pooled cosine to the reference (quality-floor runtimes)
+    floor: float | None
+    error: str | None  # None: passed
+
+
+def equality_gate(runtime: Runtime, name: str, dtype: str, out: torch.Tensor, ref: torch.Tensor,
+                  attention_mask: torch.Tensor) -> Gate:
+    """Judge a runner's outputs against the fp32 torch-masked reference before timing: within the runtime's
+    tolerance, or (a quantizing runtime) pooled cosine at least its ``quality_floor``."""
+    same = out.shape == ref.shape
+    diff = float((out - ref).abs().max()) if same else float("inf")
+    shapes = f"(shapes {tuple(out.shape)} vs {tuple(ref.shape)})"
+    if runtime.quality_floor is not None:
+        floor = float(runtime.quality_floor)
+        cos = pooled_cosine(out, ref, attention_mask) if same else float("nan")
+        error = None if cos >= floor else (
+            f"{name} outputs fall below its quality floor: pooled cosine to fp32 torch-masked {cos:.4f} < {floor} "
+            f"on the fixed batch {shapes}")
+        return Gate(diff, None, round(cos, 6), floor, error)
+    tol = runtime.tolerance(dtype, ref)
+    error = None if diff <= tol else (
+        f"{name} outputs differ from torch-masked: max abs diff {diff:.3g} > tolerance {tol:.1g} {shapes}")
+    return Gate(diff, tol, None, None, error)
