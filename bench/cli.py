@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--scope", help="seed | linear | all (for scoped methods)")
     r.add_argument("--runtimes", type=_names, help="runtimes, comma-separated")
     r.add_argument("--device", choices=None, help="cpu | cuda | auto")
+    r.add_argument("--dtype", type=_names, help="dtypes, comma-separated: float32,bfloat16,float16 (half on CPU needs its instructions)")
+    r.add_argument("--baseline", metavar="RUNTIME[:DTYPE]", help="every case's baseline, e.g. torch-dense:float32 (default: dense in the case's runtime and dtype)")
     r.add_argument("--batch", type=_ints, help="batch size(s)")
     r.add_argument("--seq-len", type=_ints, help="sequence length(s)")
     r.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
@@ -140,6 +142,8 @@ def _build_plan(a: argparse.Namespace):
     over = {
         "models": a.model,
         "runtimes": a.runtimes,
+        "dtype": a.dtype,
+        "baseline": a.baseline,
         "devices": [a.device] if a.device else None,
         "batch": a.batch,
         "seq_len": a.seq_len,
@@ -180,7 +184,8 @@ def _check_runnable(plan) -> None:
 
 
 _PLAN_FLAGS = {"model": "--model", "methods": "--methods", "sparsity": "--sparsity", "scope": "--scope",
-               "runtimes": "--runtimes", "device": "--device", "batch": "--batch", "seq_len": "--seq-len",
+               "runtimes": "--runtimes", "device": "--device", "dtype": "--dtype", "baseline": "--baseline",
+               "batch": "--batch", "seq_len": "--seq-len",
                "threads": "--threads", "plan": "--plan", "out": "--out", "quick": "--quick", "time_cap": "--time-cap",
                "no_memory": "--no-memory", "shard": "--shard", "shards": "--shards"}
 
@@ -441,7 +446,7 @@ def cmd_list(a: argparse.Namespace) -> int:
         rt = get_runtime(name)
         why = {d: rt.unavailable(d) for d in ("cpu", "cuda")}
         state = ", ".join(f"{d}: {'ok' if w is None else 'unavailable (' + w + ')'}" for d, w in why.items())
-        print(f"  {name:<14} {rt.HELP}\n  {'':<14} {state}")
+        print(f"  {name:<14} {rt.help}\n  {'':<14} {state}")
     return 0
 
 

@@ -11,11 +11,13 @@ its gate is the pooled cosine to the fp32 torch-masked outputs, not an elementwi
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -23,7 +25,8 @@ from torch import nn
 from pruning import PruneRecipe, apply, bake
 
 __all__ = ["DTYPES", "HALF_TOLERANCE", "Gate", "Runner", "Runtime", "RuntimeUnavailable", "TorchRunner", "Variant",
-           "cuda_unavailable", "equality_gate", "file_bytes", "package_versions", "pooled_cosine"]
+           "cuda_unavailable", "equality_gate", "file_bytes", "package_versions", "pooled_cosine",
+           "quiet_ort_quantization"]
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # fp16/bf16 outputs are compared with the fp32 torch-masked reference: the allowed max abs diff is this
@@ -72,6 +75,25 @@ def package_versions(*packages: str) -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[pkg] = None
     return out
+
+
+class _DropRootHint(logging.Filter):
+    """Drops onnxruntime.quantization's root-logger advice to run its pre-processing script (a model export
+    already is what that script produces; the equality or quality gate judges the result)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-process" not in record.getMessage()
+
+
+@contextmanager
+def quiet_ort_quantization() -> Iterator[None]:
+    """Within the block, onnxruntime.quantization's pre-processing hint on the root logger is dropped."""
+    root, hint = logging.getLogger(), _DropRootHint()
+    root.addFilter(hint)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint)
 
 
 def file_bytes(path: Path) -> int:
