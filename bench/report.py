@@ -264,6 +264,7 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
         for (dev, b, s), gg in g.groupby(["device", "batch", "seq_len"], sort=False, dropna=False):
             lines += [f"## {model} — {dev}, batch {b}, seq {s}{note}", "", _table(gg.sort_values(["recipe", "runtime"], kind="stable")), ""]
     lines += _breakeven_section(df, run_dir)
+    lines += _alternatives_section(df, run_dir)
     bad = df[df["status"].isin(["failed", "oom", "crashed", "timeout"])] if len(df) else df
     if len(bad):
         lines += ["## Cases that did not succeed", ""]
@@ -325,3 +326,10 @@ def _breakeven_section(df: pd.DataFrame, run_dir: Path | None) -> list[str]:
         plots = plot_break_even(sweeps, Path(run_dir) / "plots")
         lines += [f"![{p.stem}](plots/{p.name})" for p in plots] + [""]
     return lines
+
+
+def _alternatives_section(df: pd.DataFrame, run_dir: Path | None) -> list[str]:
+    """"Pruning and its alternatives on this machine" (bench.alternatives): rows timed against dense fp32 torch."""
+    from .alternatives import section
+
+    return section(df, run_dir)
