@@ -360,13 +360,14 @@ def test_alternatives_section_sorts_by_speed_and_states_a_verdict_from_the_rows(
     assert lines[0] == "## Pruning and its alternatives on this machine"
     assert ("**Verdict:** Fastest at a cosine to dense of at least 0.99 on this machine: heads+ffn@0.25 · torch-dense · "
             "float32, 1.43x dense fp32 torch eager (95% CI [1.36, 1.50]) — a pruned variant.") in text
-    order = [ln.split("|")[1].strip() + "/" + ln.split("|")[2].strip() for ln in lines if ln.startswith("| ") and "@" in ln]
+    order = [ln.split("|")[1].strip() + "/" + ln.split("|")[2].strip() for ln in text.splitlines() if ln.startswith("| ") and "@" in ln]
     assert order == ["heads+ffn@0.50/torch-dense", "dense@0.00/torch-int8", "heads+ffn@0.25/torch-dense",
                      "dense@0.00/onnxruntime", "dense@0.00/torch-dense"]
     assert "dense@0.00 · torch-dense · bfloat16: skipped: bfloat16 ... needs avx512_bf16" in text
     assert (tmp_path / "plots/alternatives_pareto.png").stat().st_size > 0
     recs[3]["quality_cosine"] = 0.9
-    assert "onnxruntime · float32, 1.25x" in section(frame(recs))[4] and "no pruned variant" in section(frame(recs))[4]
+    worse = section(frame(recs))[4]
+    assert "dense@0.00 · onnxruntime · float32, 1.25x" in worse and "no pruned variant keeps that quality" in worse
     assert rows(frame([r for r in recs if r["runtime"] == "torch-dense" and r["dtype"] == "float32"])).empty
 
 
