@@ -99,10 +99,12 @@ def alternatives_plot(d: pd.DataFrame) -> Figure | None:
     for i, (rt, g) in enumerate(ok.groupby(["runtime", "dtype"], sort=True)):
         pruned = g["method"] != "dense"
         color = f"C{i % 10}"
-        ax.scatter(g.loc[~pruned, "speedup"], g.loc[~pruned, "quality_cosine"], color=color, marker="*", s=90,
-                   label=f"{rt[0]} · {rt[1]} (dense)", zorder=3)
-        ax.scatter(g.loc[pruned, "speedup"], g.loc[pruned, "quality_cosine"], color=color, marker="o", zorder=3,
-                   label=f"{rt[0]} · {rt[1]} (pruned)" if pruned.any() else None)
+        if (~pruned).any():
+            ax.scatter(g.loc[~pruned, "speedup"], g.loc[~pruned, "quality_cosine"], color=color, marker="*", s=90,
+                       label=f"{rt[0]} · {rt[1]} (dense)", zorder=3)
+        if pruned.any():
+            ax.scatter(g.loc[pruned, "speedup"], g.loc[pruned, "quality_cosine"], color=color, marker="o", zorder=3,
+                       label=f"{rt[0]} · {rt[1]} (pruned)")
         for _, r in g[pruned].iterrows():
             ax.annotate(str(r["recipe"]), (r["speedup"], r["quality_cosine"]), textcoords="offset points", xytext=(4, 3), fontsize=6)
     x, y = ok["speedup"].to_numpy(float), ok["quality_cosine"].to_numpy(float)
