@@ -3,9 +3,9 @@ output channel, activations quantized per batch at run time), through PyTorch's 
 ``torch.ao.quantization.quantize_dynamic`` with ``per_channel_dynamic_qconfig`` (fbgemm on x86).
 
 Chosen by measurement over torchao's ``Int8DynamicActivationInt8WeightConfig`` (torchao 0.18): in eager
-mode torchao's int8 tensors run a reference path, measured here more than 10x slower than dense fp32 on
-MiniLM, while torch.ao's fbgemm kernels are faster than fp32; torchao's int8 is built for torch.compile
-(see the README). torch.ao's eager quantization is deprecated upstream but is what a user runs today
+mode torchao's int8 tensors ran about an order of magnitude slower than dense fp32 on MiniLM here (two
+interleaved runs), while torch.ao's fbgemm kernels ran faster than fp32; torchao's int8 is built for
+torch.compile (see the README). torch.ao's eager quantization is deprecated upstream but is what a user runs today
 without a compiler. Baseline: dense torch (fp32 unless the case names another).
 
 The equality gate is a quality floor, not an elementwise tolerance: the pooled cosine to the fp32
