@@ -16,6 +16,8 @@ import torch
 from pruning import PruneRecipe, scope_params
 from pruning.unstructured import sparsity_of
 
+from .dtypes import dtype_unavailable
+from .env import environment
 from .measure.flops import macs
 from .measure.latency import Latency, measure_paired
 from .measure.memory import measure_memory
@@ -24,8 +26,6 @@ from .measure.size import measure_size
 from .models import LoadedModel, load_model
 from .plan import Case, Plan
 from .records import Record
-from .dtypes import dtype_unavailable
-from .env import environment
 from .runtimes import Runner, Variant, get_runtime
 from .runtimes.base import equality_gate
 
