@@ -17,10 +17,16 @@ from .records import read_records
 
 __all__ = ["frame", "latency_verdict", "render", "summary_table", "write_report"]
 
-# Within +-15% a memory ratio counts as unchanged: the memory child builds the variant in-process, and the
-# allocator fragmentation pruning leaves behind measured 1.09-1.16x for baked unstructured variants that
-# hold exactly the dense tensors (results/default-cpu). Sizes are exact.
-MEM_NOISE = 0.15
+# A memory ratio within the run's own A/A noise counts as unchanged: each dense baseline is measured twice in
+# fresh processes (``mem_aa_ratio``), and the band is twice the largest A/A deviation, at least MEM_FLOOR.
+# Sizes are exact.
+MEM_FLOOR = 0.01
+
+
+def mem_band(df: pd.DataFrame) -> float:
+    """The +- band within which a memory ratio is 'unchanged': 2 x the run's largest A/A deviation, >= 1%."""
+    aa = df["mem_aa_ratio"].dropna() if "mem_aa_ratio" in df else []
+    return max(MEM_FLOOR, 2 * float((aa - 1).abs().max())) if len(aa) else MEM_FLOOR
 
 
 def frame(records: list[dict]) -> pd.DataFrame:
@@ -65,7 +71,7 @@ def _ci(row) -> str:
     return f"{row['latency_ratio']:.2f} [{row['latency_ratio_lo']:.2f}, {row['latency_ratio_hi']:.2f}]{flag}"
 
 
-def _table(df: pd.DataFrame) -> str:
+def _table(df: pd.DataFrame, band: float = MEM_FLOOR) -> str:
     rows = []
     for _, r in df.iterrows():
         r = r.to_dict()
@@ -89,7 +95,7 @@ def _table(df: pd.DataFrame) -> str:
             "size ratio": _fmt(r.get("size_ratio")),
             "gzip ratio": _fmt(r.get("size_compressed_ratio")),
             "cosine / kNN@10": q,
-            "verdict": _verdict(r),
+            "verdict": _verdict(r, band),
         })
     return pd.DataFrame(rows).to_markdown(index=False)
 
@@ -118,12 +124,12 @@ def _masked_vs_baked(df: pd.DataFrame) -> list[str]:
             pd.DataFrame(rows).to_markdown(index=False), ""]
 
 
-def _verdict(r: dict) -> str:
+def _verdict(r: dict, band: float = MEM_FLOOR) -> str:
     if r.get("status") != "ok":
         return str(r.get("error") or r.get("reason") or r.get("status"))
     parts = [f"speed {latency_verdict(r.get('latency_ratio'), r.get('latency_ratio_lo'), r.get('latency_ratio_hi'))}",
              f"size {_ratio_word(r.get('size_ratio'))}",
-             f"memory {_ratio_word(r.get('mem_ratio'), MEM_NOISE)}"]
+             f"memory {_ratio_word(r.get('mem_ratio'), band)}"]
     return "; ".join(parts)
 
 
@@ -295,8 +301,10 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
               "Latency ratio = variant / dense baseline in the same runtime and device, median of per-round pairs "
               "timed interleaved in one process, with a 95% bootstrap CI (⚠ = CI wider than the target or CV ≥ 10%). "
               "Size ratio = bytes of what the runtime keeps on disk / dense safetensors. "
-              "Memory: peak RSS while serving in a fresh process; the ratio compares the part above the process's "
-              "floor (libraries and a model's code loaded, no weights held); within ±15% counts as unchanged. Quality = mean cosine of mean-pooled embeddings to the dense model "
+              "Memory: peak RSS while serving, in a fresh process that loads the runtime's artifact; the ratio compares "
+              "the part above the process's floor (libraries and the model's code imported, no weights held); within "
+              f"±{mem_band(df):.0%} counts as unchanged (twice the largest A/A deviation of this run's dense baselines, "
+              "each measured twice, and at least 1%). Quality = mean cosine of mean-pooled embeddings to the dense model "
               "and top-10 neighbour agreement, on the bundled sentence set; efficiency = FLOP ratio / latency ratio.", ""]
     if plots:
         lines += ["## Plots", ""]
@@ -308,7 +316,7 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
         w = g["weights"].dropna().unique() if "weights" in g else []
         note = " (random-init weights: quality figures are not meaningful)" if "random-init" in list(w) else ""
         for (dev, b, s), gg in g.groupby(["device", "batch", "seq_len"], sort=False, dropna=False):
-            lines += [f"## {model} — {dev}, batch {b}, seq {s}{note}", "", _table(gg.sort_values(["recipe", "runtime"], kind="stable")), ""]
+            lines += [f"## {model} — {dev}, batch {b}, seq {s}{note}", "", _table(gg.sort_values(["recipe", "runtime"], kind="stable"), mem_band(df)), ""]
     lines += _breakeven_section(df, run_dir)
     bad = df[df["status"].isin(["failed", "oom", "crashed", "timeout"])] if len(df) else df
     if len(bad):
