@@ -305,7 +305,7 @@ def _execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> 
     import pytest
 
     from bench.records import read_records
-    from bench.report import summary_table, write_report
+    from bench.report import summary_table, time_spent, write_report
     from bench.shard import parse_shard
 
     shard = parse_shard(info["shard"]) if info.get("shard") else None
@@ -348,7 +348,8 @@ def _execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> 
     report = write_report(out, command)
     print()
     print(summary_table(records))
-    print(f"\nreport: {report}")
+    spent = time_spent(records)
+    print(f"\n{spent}" if spent else "", f"\nreport: {report}")
     if interrupted:
         left = len({c.case_id for c in cases} - {r["case_id"] for r in records})
         print(f"prunebench: interrupted with {left} of {len(cases)} cases not run; "

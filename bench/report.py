@@ -15,7 +15,7 @@ import pandas as pd
 from .plots import write_plots
 from .records import read_records
 
-__all__ = ["frame", "latency_verdict", "render", "summary_table", "write_report"]
+__all__ = ["frame", "latency_verdict", "mem_band", "render", "summary_table", "time_spent", "weight_group", "write_report"]
 
 # A memory ratio within the run's own A/A noise counts as unchanged: each dense baseline is measured twice in
 # fresh processes (``mem_aa_ratio``), and the band is twice the largest A/A deviation, at least MEM_FLOOR.
@@ -122,6 +122,20 @@ def _masked_vs_baked(df: pd.DataFrame) -> list[str]:
     return ["## Masked (as `prune` leaves it) vs baked (after `prune.remove`)", "",
             "Ratios to the dense model in the same runtime; latency with its 95% CI.", "",
             pd.DataFrame(rows).to_markdown(index=False), ""]
+
+
+def time_spent(records: list[dict]) -> str:
+    """One line: where a run's time went, summed over its cases' phases (``phase_s``)."""
+    total: dict[str, float] = {}
+    for r in records:
+        for k, v in (r.get("phase_s") or {}).items():
+            total[k] = total.get(k, 0.0) + v
+    wall = sum(r.get("duration_s") or 0.0 for r in records)
+    if not total:
+        return ""
+    parts = ", ".join(f"{k} {v:.0f} s" for k, v in sorted(total.items(), key=lambda kv: -kv[1]))
+    return (f"Time: {wall:.0f} s in {len(records)} cases; by phase {parts} (size, memory and quality run side by "
+            "side after the timing, so phases can add up to more than the wall time).")
 
 
 def _verdict(r: dict, band: float = MEM_FLOOR) -> str:
@@ -295,6 +309,8 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
     unstable = int(df["unstable"].fillna(False).astype(bool).sum()) if "unstable" in df else 0
     lines += ["Cases: " + (", ".join(f"{v} {k}" for k, v in counts.items()) or "none recorded")
               + (f"; {unstable} with an unstable latency figure (⚠)" if unstable else "") + ".", ""]
+    spent = time_spent(records)
+    lines += [spent, ""] if spent else []
     if not len(df):
         return "\n".join(lines)
     lines += [
