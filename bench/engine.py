@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -106,6 +107,21 @@ def build_runner(case: Case | dict, workdir: Path) -> Runner:
         case = Case.from_dict(case)
     torch.set_num_threads(case.threads)
     return get_runtime(case.runtime).prepare(_variant(case), Path(workdir), case.device)
+
+
+@contextmanager
+def _phase(phases: dict[str, float], name: str):
+    """Add the seconds spent in the block to ``phases[name]`` (also when it raises)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
+
+
+def _timed(phases: dict[str, float], name: str, fn):
+    with _phase(phases, name):
+        return fn()
 
 
 class Session:
@@ -245,59 +261,66 @@ class Session:
 
         inject(case.case_id)
         t0 = time.perf_counter()
+        phases: dict[str, float] = {}
+        rec.phase_s = phases
         torch.set_num_threads(case.threads)
-        loaded = get_model(case.model)
-        rec.arch, rec.weights = loaded.arch, loaded.weights
-        rec.quality_meaningful = loaded.weights == "pretrained"
-        runner = build_runner(case, self.workdir(case))
-        rec.runtime_info = getattr(runner, "info", None)
-        model = getattr(runner, "model", None)
-        variant = _variant(case).masked() if model is None else model
-        rec.params = sum(p.numel() for p in variant.parameters())
-        scope = case.recipe.scope if case.recipe.spec.scoped else "linear"
-        if case.recipe.spec.structured:  # the fraction of heads / FFN neurons removed, not of weights
-            from pruning.structured import removed_fraction
+        with _phase(phases, "build"):
+            loaded = get_model(case.model)
+            rec.arch, rec.weights = loaded.arch, loaded.weights
+            rec.quality_meaningful = loaded.weights == "pretrained"
+            runner = build_runner(case, self.workdir(case))
+            rec.runtime_info = getattr(runner, "info", None)
+            model = getattr(runner, "model", None)
+            variant = self.masked(case.model, case.recipe) if model is None else model
+            rec.params = sum(p.numel() for p in variant.parameters())
+            scope = case.recipe.scope if case.recipe.spec.scoped else "linear"
+            if case.recipe.spec.structured:  # the fraction of heads / FFN neurons removed, not of weights
+                from pruning.structured import removed_fraction
 
-            rec.sparsity_actual = round(removed_fraction(variant), 6)
-        else:
-            rec.sparsity_actual = round(sparsity_of(scope_params(variant, scope)), 6)
-        rec.flops_ratio = macs(variant, case.batch, case.seq_len) / self._dense(case)
+                rec.sparsity_actual = round(removed_fraction(variant), 6)
+            else:
+                rec.sparsity_actual = round(sparsity_of(scope_params(variant, scope)), 6)
+            rec.flops_ratio = macs(variant, case.batch, case.seq_len) / self._dense(case)
+            base_runner = self.baseline(case)
 
-        # equality before speed
-        ref = self.reference(case)
-        rec.tolerance = tolerance(get_runtime(case.runtime), case.dtype, ref)
-        out = runner.outputs()
-        rec.max_abs_diff = float((out - ref).abs().max()) if out.shape == ref.shape else float("inf")
+        with _phase(phases, "equality"):  # equality before speed
+            ref = self.reference(case)
+            rec.tolerance = tolerance(get_runtime(case.runtime), case.dtype, ref)
+            out = runner.outputs()
+            rec.max_abs_diff = float((out - ref).abs().max()) if out.shape == ref.shape else float("inf")
         if not rec.max_abs_diff <= rec.tolerance:
             raise EqualityError(f"{case.runtime} outputs differ from torch-masked: max abs diff {rec.max_abs_diff:.3g} > tolerance {rec.tolerance:.1g} (shapes {tuple(out.shape)} vs {tuple(ref.shape)})")
 
-        lat = measure_paired(runner.timed, self.baseline(case).timed, target=self.plan.ci_target, time_cap_s=self.plan.time_cap_s,
-                             warmup=self.plan.warmup, min_rounds=self.plan.min_rounds, benchmark=benchmark)
+        with _phase(phases, "latency"):
+            lat = measure_paired(runner.timed, base_runner.timed, target=self.plan.ci_target, time_cap_s=self.plan.time_cap_s,
+                                 warmup=self.plan.warmup, min_rounds=self.plan.min_rounds, benchmark=benchmark)
         self._latency(rec, lat)
 
-        # size, memory and quality time nothing: run them side by side
+        # size, memory and quality time nothing: run them side by side (each phase's own seconds are recorded)
         with ThreadPoolExecutor(max_workers=2) as pool:
-            size_f = pool.submit(measure_size, runner.artifact)
-            base_size_f = pool.submit(self._baseline_size, case)
-            mem_f = pool.submit(measure_memory, case.to_dict(), self._memdir(case), **self._mem_timeout()) if self.plan.memory else None
-            base_mem_f = pool.submit(self._memory_baseline, case) if self.plan.memory else None
+            size_f = pool.submit(_timed, phases, "size", lambda: (measure_size(runner.artifact), self._baseline_size(case)))
+            mem_f = pool.submit(_timed, phases, "memory", lambda: (
+                measure_memory(runner, self._memdir(case), case.threads, **self._mem_timeout()),
+                self._memory_baseline(case))) if self.plan.memory else None
             if self.plan.quality:
-                for name, value in self.quality(case).record_fields().items():
-                    setattr(rec, name, value)
-            size, base_size = size_f.result(), base_size_f.result()
+                with _phase(phases, "quality"):
+                    for name, value in self.quality(case).record_fields().items():
+                        setattr(rec, name, value)
+            size, base_size = size_f.result()
             rec.size_bytes, rec.size_compressed_bytes = size.raw_bytes, size.compressed_bytes
             rec.size_ratio = size.raw_bytes / base_size.raw_bytes
             rec.size_compressed_ratio = size.compressed_bytes / base_size.raw_bytes
             rec.dense_safetensors_bytes = self._safetensors_bytes(case.model)
             rec.size_safetensors_ratio = size.raw_bytes / rec.dense_safetensors_bytes
             if mem_f is not None:
-                mem, base = mem_f.result(), base_mem_f.result()
+                mem, (base, rec.mem_aa_ratio) = mem_f.result()
                 rec.peak_mem_mb, rec.peak_mem_floor_mb = round(mem.peak_mb, 1), round(mem.floor_mb, 1)
                 rec.peak_mem_model_mb = round(mem.model_mb, 1)
                 rec.mem_ratio = mem.model_mb / base.model_mb if base.model_mb > 0 else None
         del runner
         shutil.rmtree(self.workdir(case), ignore_errors=True)
         rec.duration_s = round(time.perf_counter() - t0, 2)
+        phases.update({k: round(v, 2) for k, v in phases.items()})
 
     def _latency(self, rec: Record, lat: Latency) -> None:
         rec.latency_ms, rec.baseline_latency_ms = round(lat.variant_ms, 4), round(lat.baseline_ms, 4)
@@ -327,9 +350,13 @@ class Session:
         return self._dense_bytes[model]
 
     def _memory_baseline(self, case: Case):
+        """The baseline's memory, measured twice in fresh processes: the first is the reference, the second
+        over the first is the run's A/A figure (``mem_aa_ratio``), from which the report's noise band comes."""
         base = case.baseline
         if base.case_id not in self._mem_cache:
-            self._mem_cache[base.case_id] = measure_memory(base.to_dict(), self._memdir(base), **self._mem_timeout())
+            a, b = (measure_memory(self.baseline(case), self._memdir(base), base.threads, **self._mem_timeout())
+                    for _ in range(2))
+            self._mem_cache[base.case_id] = (a, b.model_mb / a.model_mb if a.model_mb > 0 else None)
         return self._mem_cache[base.case_id]
 
     def _memdir(self, case: Case) -> Path:

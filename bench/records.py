@@ -70,6 +70,7 @@ class Record:
     peak_mem_floor_mb: float | None = None
     peak_mem_model_mb: float | None = None
     mem_ratio: float | None = None
+    mem_aa_ratio: float | None = None  # the dense baseline measured twice in fresh processes: second / first (A/A)
     size_bytes: int | None = None
     size_ratio: float | None = None
     size_compressed_bytes: int | None = None
@@ -122,6 +123,10 @@ class Record:
     runtime_info: str | None = None  # what the runtime did, e.g. "format=bsr; block=32; ..." or ORT providers
     dense_safetensors_bytes: int | None = None  # the dense fp32 model as safetensors
     size_safetensors_ratio: float | None = None  # size_bytes / dense_safetensors_bytes
+    # seconds per phase of the case: build, equality, latency, size, memory, quality (size, memory and quality
+    # run side by side, so they can add up to more than the wall time); a baseline's one-off cost lands in the
+    # first case that needs it
+    phase_s: dict[str, float] | None = None
     env: dict[str, Any] = field(default_factory=dict)
     started_at: str | None = None
 
