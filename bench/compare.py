@@ -39,7 +39,8 @@ DEFAULT_THRESHOLD = 0.10
 DETERMINISTIC = ("sparsity_actual", "params", "size_bytes", "size_compressed_bytes", "flops_ratio")
 # Quality is deterministic up to float summation order: an absolute drop beyond this is a regression.
 QUALITY_TOL = 1e-4
-QUALITY = ("quality_cosine", "quality_knn_agreement")
+QUALITY = ("quality_cosine", "quality_knn_agreement", "quality_probe_acc", "quality_knn_acc", "quality_r1",
+           "quality_mrr10", "quality_spearman")
 # The fields of the case definition a record carries (the fingerprint hashes them and the environment).
 CASE_KEYS = ("model", "method", "scope", "norm", "allocation", "sparsity_target", "runtime", "device", "dtype",
              "threads", "batch", "seq_len", "baseline")
@@ -223,7 +224,12 @@ def _compare_ok(base: dict, run: dict, threshold: float, res: CaseResult, timing
             res.findings.append(Finding(k, "regression", a, b,
                                         f"{a} → {b} (deterministic: must match exactly; if the change is intended, "
                                         "re-record the baseline)"))
-    for k in QUALITY if figures else ():
+    same_data = base.get("quality_split") == run.get("quality_split")
+    if figures and not same_data:
+        res.findings.append(Finding("quality_split", "note", base.get("quality_split"), run.get("quality_split"),
+                                    "quality was scored on different data: not compared (re-record the baseline "
+                                    "to track it)"))
+    for k in QUALITY if figures and same_data else ():
         a, b = base.get(k), run.get(k)
         if _num(a) and _num(b) and abs(a - b) > QUALITY_TOL:
             kind = "regression" if b < a else "improvement"
