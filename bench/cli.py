@@ -1,4 +1,4 @@
-"""``prunebench run | report | compare | prune | merge | list``: the command line.
+"""``prunebench run | report | compare | gate | prune | merge | list``: the command line.
 
 Exit codes: 0 done; 1 a case failed (or a regression); 2 bad input, one line naming the problem and
 the fix, no traceback.
@@ -30,16 +30,26 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message}; see `{self.prog} --help`")
 
 
+def _items(text: str, what: str, example: str) -> list[str]:
+    """The items of a comma-separated list; an empty item (``0.5,,0.9``, a trailing comma) is bad input."""
+    items = [x.strip() for x in text.split(",")]
+    if not text.strip() or any(not x for x in items):
+        raise argparse.ArgumentTypeError(f"{what} {text!r} has an empty item; give a comma-separated list such as {example}")
+    return items
+
+
 def _floats(text: str) -> list[float]:
+    items = _items(text, "sparsity", "0.2,0.5,0.9")
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        return [float(x) for x in items]
     except ValueError:
         raise argparse.ArgumentTypeError(f"sparsity {text!r} is not a comma-separated list of numbers such as 0.2,0.5,0.9") from None
 
 
 def _ints(text: str) -> list[int]:
+    items = _items(text, "list", "8,32")
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        return [int(x) for x in items]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
 
@@ -94,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quick", action="store_true", help="smoke run: small shape, loose CI, short caps")
     r.add_argument("--time-cap", type=float, help="seconds of paired latency rounds per case")
     r.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory measurement")
+    r.add_argument("--eval", metavar="FILE", help="score quality on your TSV (text<TAB>label or s1<TAB>s2<TAB>score) "
+                   "instead of the built-in BBC News task")
     r.add_argument("-k", dest="select", help="pytest -k expression to select cases by case id")
     r.add_argument("--isolate", action="store_true",
                    help="run each case in its own subprocess with a wall-clock limit: a crash, hang or OOM costs that case only")
@@ -132,6 +144,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="relative worsening of a latency ratio that counts (with disjoint 95%% CIs); default 0.10")
     c.add_argument("--json", action="store_true", help="print the comparison as JSON instead of markdown")
 
+    g = sub.add_parser("gate", help="the CI regression gate on any runner: exit 1 on a regression, 2 if it cannot gate")
+    g.add_argument("--baseline", default="results/baseline", help="committed baseline run directory (default results/baseline)")
+    g.add_argument("--threshold", type=float, default=0.10, help="relative worsening of a latency ratio that counts; default 0.10")
+    g.add_argument("--rounds", type=_count, default=2,
+                   help="same-machine path: alternating baseline/candidate runs of each side (default 2)")
+    g.add_argument("--same-machine", action="store_true",
+                   help="measure the baseline's commit here even when the committed baseline's environment matches")
+    g.add_argument("--work", help="directory for the gate's runs (default: a new temporary directory)")
+    g.add_argument("--baseline-python", metavar="PYTHON",
+                   help="run the baseline's commit on this interpreter instead of installing it into its own venv")
+    g.add_argument("--summary", metavar="FILE", help="also append the markdown to FILE (e.g. $GITHUB_STEP_SUMMARY)")
+    g.add_argument("--run-timeout", type=_seconds, default=1800.0, metavar="S", help="wall-clock limit per run (default 1800)")
+
     sub.add_parser("list", help="models, methods, runtimes, and why any is unavailable here")
     return p
 
@@ -150,6 +175,7 @@ def _build_plan(a: argparse.Namespace):
         "threads": a.threads,
         "time_cap_s": a.time_cap,
         "memory": False if a.no_memory else None,
+        "eval": a.eval,
     }
     if a.methods or a.sparsity or a.scope:
         methods = a.methods or ["global-l1"]
@@ -187,7 +213,7 @@ _PLAN_FLAGS = {"model": "--model", "methods": "--methods", "sparsity": "--sparsi
                "runtimes": "--runtimes", "device": "--device", "dtype": "--dtype", "baseline": "--baseline",
                "batch": "--batch", "seq_len": "--seq-len",
                "threads": "--threads", "plan": "--plan", "out": "--out", "quick": "--quick", "time_cap": "--time-cap",
-               "no_memory": "--no-memory", "shard": "--shard", "shards": "--shards"}
+               "no_memory": "--no-memory", "eval": "--eval", "shard": "--shard", "shards": "--shards"}
 
 
 def _check_flags(a: argparse.Namespace) -> None:
@@ -287,7 +313,7 @@ def _execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> 
     import pytest
 
     from bench.records import read_records
-    from bench.report import summary_table, write_report
+    from bench.report import summary_table, time_spent, write_report
     from bench.shard import parse_shard
 
     shard = parse_shard(info["shard"]) if info.get("shard") else None
@@ -330,7 +356,8 @@ def _execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> 
     report = write_report(out, command)
     print()
     print(summary_table(records))
-    print(f"\nreport: {report}")
+    spent = time_spent(records)
+    print(f"\n{spent}" if spent else "", f"\nreport: {report}")
     if interrupted:
         left = len({c.case_id for c in cases} - {r["case_id"] for r in records})
         print(f"prunebench: interrupted with {left} of {len(cases)} cases not run; "
@@ -423,6 +450,19 @@ def cmd_compare(a: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def cmd_gate(a: argparse.Namespace) -> int:
+    from bench.gate import run_gate
+
+    result = run_gate(a.baseline, threshold=a.threshold, rounds=a.rounds, same_machine=a.same_machine, work=a.work,
+                      baseline_python=a.baseline_python, run_timeout_s=a.run_timeout)
+    text = result.to_markdown()
+    print(text)
+    if a.summary:
+        with open(a.summary, "a", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    return result.exit_code
+
+
 def cmd_list(a: argparse.Namespace) -> int:
     import importlib.util
 
@@ -450,7 +490,8 @@ def cmd_list(a: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "prune": cmd_prune, "merge": cmd_merge, "list": cmd_list}
+_COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "gate": cmd_gate, "prune": cmd_prune,
+             "merge": cmd_merge, "list": cmd_list}
 
 
 def _light_errors() -> tuple[type[BaseException], ...]:

@@ -8,8 +8,10 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -21,7 +23,7 @@ from .env import environment
 from .measure.flops import macs
 from .measure.latency import Latency, measure_paired
 from .measure.memory import measure_memory
-from .measure.quality import embed, fidelity
+from .measure.quality import MAX_LEN, EvalTask, QualityMeter, QualityResult, corpus_task, file_task
 from .measure.size import measure_size
 from .models import LoadedModel, load_model
 from .plan import Case, Plan
@@ -65,6 +67,31 @@ def build_runner(case: Case | dict, workdir: Path) -> Runner:
     return get_runtime(case.runtime).prepare(_variant(case), Path(workdir), case.device)
 
 
+@contextmanager
+def _phase(phases: dict[str, float], name: str):
+    """Add the seconds spent in the block to ``phases[name]`` (also when it raises)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
+
+
+def _timed(phases: dict[str, float], name: str, fn):
+    with _phase(phases, name):
+        return fn()
+
+
+class _Served:
+    """A runner seen as an encoder by the quality measurement: ``net(**inputs).last_hidden_state``."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+
+    def __call__(self, **inputs: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(last_hidden_state=self.runner.outputs(inputs))
+
+
 class Session:
     """Everything shared by the cases of one run."""
 
@@ -81,7 +108,8 @@ class Session:
         self._base_size: dict[str, object] = {}
         self._masked: tuple[tuple, torch.nn.Module] | None = None
         self._reference: dict[tuple, torch.Tensor] = {}
-        self._embeddings: dict[tuple, torch.Tensor] = {}
+        self._quality = QualityMeter()  # embeddings per (model, recipe, dtype), computed once per run
+        self._task: EvalTask | None = None
         self._dense_macs: dict[tuple, int] = {}
         self._mem_cache: dict[str, object] = {}
         self._dense_bytes: dict[str, int] = {}
@@ -125,22 +153,46 @@ class Session:
                 self._reference[key] = self.masked(case.model, case.recipe)(**inputs).last_hidden_state.float()
         return self._reference[key]
 
-    def embeddings(self, model: str, recipe: PruneRecipe) -> torch.Tensor:
-        key = (model, recipe)
-        if key not in self._embeddings:
-            loaded = get_model(model)
-            net = self.masked(model, recipe)
-            with torch.inference_mode():
-                self._embeddings[key] = embed(lambda x: net(**x).last_hidden_state, loaded.quality_batches())
-        return self._embeddings[key]
+    def quality_task(self) -> EvalTask:
+        """What quality is scored on: the plan's eval file, else the BBC News split (built once per run)."""
+        if self._task is None:
+            if self.plan.eval:
+                from .data.evalfile import load_eval_file
 
-    def _served_embeddings(self, case: Case, runner: Runner) -> torch.Tensor:
-        """The embeddings the case's runtime serves: the fp32 masked variant's (cached per recipe) where the
-        runtime reproduces it within a tolerance, the runner's own where it changes the numbers (a half dtype,
-        int8), so quality shows what casting or quantizing costs."""
-        if case.dtype == "float32" and get_runtime(case.runtime).quality_floor is None:
-            return self.embeddings(case.model, case.recipe)
-        return embed(runner.outputs, get_model(case.model).quality_batches())
+                self._task = file_task(load_eval_file(self.plan.eval))
+            else:
+                self._task = corpus_task()
+        return self._task
+
+    def _quality_net(self, key: tuple) -> torch.nn.Module:
+        """The network a quality key (model, recipe, dtype) names: the cached model for dense fp32; structured
+        recipes baked (heads and neurons removed: the same outputs, faster to embed); others masked."""
+        model, recipe, dtype = key
+        if recipe.method == "dense" and dtype == "float32":
+            return get_model(model).model
+        if recipe.spec.structured:
+            return Variant(get_model(model), recipe, {}, dtype).baked()
+        if dtype == "float32":
+            return self.masked(model, recipe)
+        return Variant(get_model(model), recipe, {}, dtype).masked()
+
+    def quality(self, case: Case, runner: Runner | None = None) -> QualityResult:
+        """The case's variant scored against dense in the baseline's dtype on the run's task, at the case's
+        seq_len capped at MAX_LEN; random-init models get fidelity only (a task score of random weights means
+        nothing). Where the runtime changes the numbers (a half dtype, int8: a quality-floor runtime), what the
+        runner serves is scored, so quality shows what casting or quantizing costs; elsewhere the variant in
+        fp32 (cached per recipe, shared by its runtimes)."""
+        loaded = get_model(case.model)
+        task = self.quality_task()
+        dense = (case.model, PruneRecipe("dense"), case.baseline.dtype)
+        served = runner is not None and (case.dtype != "float32" or get_runtime(case.runtime).quality_floor is not None)
+        variant = (case.model, case.recipe, case.dtype, case.runtime) if served else (case.model, case.recipe, case.dtype)
+
+        def net(key: tuple):
+            return _Served(runner) if served and key == variant else self._quality_net(key)
+
+        return self._quality.measure(dense, variant, net, loaded.encode, task, min(case.seq_len, MAX_LEN),
+                                     task_metrics=loaded.weights == "pretrained" or task.kind != "corpus")
 
     def unavailable(self, case: Case) -> str | None:
         """Why the case cannot run here (runtime/device, a dtype or method the runtime cannot run, or a missing
@@ -185,60 +237,67 @@ class Session:
 
         inject(case.case_id)
         t0 = time.perf_counter()
+        phases: dict[str, float] = {}
+        rec.phase_s = phases
         torch.set_num_threads(case.threads)
-        loaded = get_model(case.model)
-        rec.arch, rec.weights = loaded.arch, loaded.weights
-        rec.quality_meaningful = loaded.weights == "pretrained"
-        runner = build_runner(case, self.workdir(case))
-        rec.runtime_info = runner.info
-        for key, value in runner.record.items():  # runtime-specific fields, e.g. torch-compile's compile_s
-            setattr(rec, key, value)
-        variant = _variant(case).masked() if runner.model is None else runner.model
-        rec.params = sum(p.numel() for p in variant.parameters())
-        scope = case.recipe.scope if case.recipe.spec.scoped else "linear"
-        if case.recipe.spec.structured:  # the fraction of heads / FFN neurons removed, not of weights
-            from pruning.structured import removed_fraction
+        with _phase(phases, "build"):
+            loaded = get_model(case.model)
+            rec.arch, rec.weights = loaded.arch, loaded.weights
+            rec.quality_meaningful = loaded.weights == "pretrained"
+            runner = build_runner(case, self.workdir(case))
+            rec.runtime_info = runner.info
+            for key, value in runner.record.items():  # runtime-specific fields, e.g. torch-compile's compile_s
+                setattr(rec, key, value)
+            variant = self.masked(case.model, case.recipe) if runner.model is None else runner.model
+            rec.params = sum(p.numel() for p in variant.parameters())
+            scope = case.recipe.scope if case.recipe.spec.scoped else "linear"
+            if case.recipe.spec.structured:  # the fraction of heads / FFN neurons removed, not of weights
+                from pruning.structured import removed_fraction
 
-            rec.sparsity_actual = round(removed_fraction(variant), 6)
-        else:
-            rec.sparsity_actual = round(sparsity_of(scope_params(variant, scope)), 6)
-        rec.flops_ratio = macs(variant, case.batch, case.seq_len) / self._dense(case)
+                rec.sparsity_actual = round(removed_fraction(variant), 6)
+            else:
+                rec.sparsity_actual = round(sparsity_of(scope_params(variant, scope)), 6)
+            rec.flops_ratio = macs(variant, case.batch, case.seq_len) / self._dense(case)
+            base_runner = self.baseline(case)
 
-        # equality before speed
-        ref = self.reference(case)
-        mask = loaded.batch(case.batch, case.seq_len)["attention_mask"]
-        gate = equality_gate(get_runtime(case.runtime), case.runtime, case.dtype, runner.outputs(), ref, mask)
-        rec.max_abs_diff, rec.tolerance, rec.gate_cosine = gate.max_abs_diff, gate.tolerance, gate.cosine
+        with _phase(phases, "equality"):  # equality before speed
+            ref = self.reference(case)
+            mask = loaded.batch(case.batch, case.seq_len)["attention_mask"]
+            gate = equality_gate(get_runtime(case.runtime), case.runtime, case.dtype, runner.outputs(), ref, mask)
+            rec.max_abs_diff, rec.tolerance, rec.gate_cosine = gate.max_abs_diff, gate.tolerance, gate.cosine
         if gate.error:
             raise EqualityError(gate.error)
 
-        lat = measure_paired(runner.timed, self.baseline(case).timed, target=self.plan.ci_target, time_cap_s=self.plan.time_cap_s,
-                             warmup=self.plan.warmup, min_rounds=self.plan.min_rounds, benchmark=benchmark)
+        with _phase(phases, "latency"):
+            lat = measure_paired(runner.timed, base_runner.timed, target=self.plan.ci_target, time_cap_s=self.plan.time_cap_s,
+                                 warmup=self.plan.warmup, min_rounds=self.plan.min_rounds, benchmark=benchmark)
         self._latency(rec, lat)
 
-        # size, memory and quality time nothing: run them side by side
+        # size, memory and quality time nothing: run them side by side (each phase's own seconds are recorded)
         with ThreadPoolExecutor(max_workers=2) as pool:
-            size_f = pool.submit(measure_size, runner.artifact)
-            base_size_f = pool.submit(self._baseline_size, case)
-            mem_f = pool.submit(measure_memory, case.to_dict(), self._memdir(case), **self._mem_timeout()) if self.plan.memory else None
-            base_mem_f = pool.submit(self._memory_baseline, case) if self.plan.memory else None
+            size_f = pool.submit(_timed, phases, "size", lambda: (measure_size(runner.artifact), self._baseline_size(case)))
+            mem_f = pool.submit(_timed, phases, "memory", lambda: (
+                measure_memory(runner, self._memdir(case), case.threads, **self._mem_timeout()),
+                self._memory_baseline(case))) if self.plan.memory else None
             if self.plan.quality:
-                q = fidelity(self.embeddings(case.model, PruneRecipe("dense")), self._served_embeddings(case, runner))
-                rec.quality_cosine, rec.quality_knn_agreement = round(q.cosine, 6), round(q.knn_agreement, 6)
-            size, base_size = size_f.result(), base_size_f.result()
+                with _phase(phases, "quality"):
+                    for name, value in self.quality(case, runner).record_fields().items():
+                        setattr(rec, name, value)
+            size, base_size = size_f.result()
             rec.size_bytes, rec.size_compressed_bytes = size.raw_bytes, size.compressed_bytes
             rec.size_ratio = size.raw_bytes / base_size.raw_bytes
             rec.size_compressed_ratio = size.compressed_bytes / base_size.raw_bytes
             rec.dense_safetensors_bytes = self._safetensors_bytes(case.model)
             rec.size_safetensors_ratio = size.raw_bytes / rec.dense_safetensors_bytes
             if mem_f is not None:
-                mem, base = mem_f.result(), base_mem_f.result()
+                mem, (base, rec.mem_aa_ratio) = mem_f.result()
                 rec.peak_mem_mb, rec.peak_mem_floor_mb = round(mem.peak_mb, 1), round(mem.floor_mb, 1)
                 rec.peak_mem_model_mb = round(mem.model_mb, 1)
                 rec.mem_ratio = mem.model_mb / base.model_mb if base.model_mb > 0 else None
         del runner
         shutil.rmtree(self.workdir(case), ignore_errors=True)
         rec.duration_s = round(time.perf_counter() - t0, 2)
+        phases.update({k: round(v, 2) for k, v in phases.items()})
 
     def _latency(self, rec: Record, lat: Latency) -> None:
         rec.latency_ms, rec.baseline_latency_ms = round(lat.variant_ms, 4), round(lat.baseline_ms, 4)
@@ -268,9 +327,13 @@ class Session:
         return self._dense_bytes[model]
 
     def _memory_baseline(self, case: Case):
+        """The baseline's memory, measured twice in fresh processes: the first is the reference, the second
+        over the first is the run's A/A figure (``mem_aa_ratio``), from which the report's noise band comes."""
         base = case.baseline
         if base.case_id not in self._mem_cache:
-            self._mem_cache[base.case_id] = measure_memory(base.to_dict(), self._memdir(base), **self._mem_timeout())
+            a, b = (measure_memory(self.baseline(case), self._memdir(base), base.threads, **self._mem_timeout())
+                    for _ in range(2))
+            self._mem_cache[base.case_id] = (a, b.model_mb / a.model_mb if a.model_mb > 0 else None)
         return self._mem_cache[base.case_id]
 
     def _memdir(self, case: Case) -> Path:

@@ -4,6 +4,7 @@ architecture with seeded random init (right for speed and size, not for quality)
 from __future__ import annotations
 
 import copy
+import io
 import inspect
 import json
 import logging
@@ -58,7 +59,7 @@ def model_names() -> list[str]:
 
 @lru_cache(maxsize=1)
 def sentences() -> tuple[str, ...]:
-    """The bundled set of real English sentences (inputs and the quality set)."""
+    """The bundled set of real English sentences (the fixed input batch for timing)."""
     text = resources.files("bench").joinpath("data/sentences.txt").read_text(encoding="utf-8")
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
@@ -74,6 +75,7 @@ class LoadedModel:
     tokenizer: object
     source: str
     _accepts: frozenset[str] = field(default_factory=frozenset)
+    _pruned: tuple[object, bytes] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.model.eval()
@@ -90,6 +92,23 @@ class LoadedModel:
     def fresh(self) -> nn.Module:
         """An independent dense copy (the cached model never carries masks, so it can be deep-copied)."""
         return copy.deepcopy(self.model)
+
+    def pruned(self, recipe) -> nn.Module:
+        """An independent copy of the model with ``recipe`` applied, masks on (``pruning.apply``).
+
+        The first call for a recipe prunes a fresh copy and keeps it serialized; later calls for the same
+        recipe unpickle that (a masked model cannot be deep-copied, but it can be saved), which gives the
+        identical model for a fraction of the cost of pruning again (global L1 over MiniLM: seconds). One
+        recipe is kept: a run's cases come recipe by recipe."""
+        from pruning import apply
+
+        if self._pruned is not None and self._pruned[0] == recipe:
+            return torch.load(io.BytesIO(self._pruned[1]), weights_only=False)
+        model = apply(self.fresh(), recipe)
+        buf = io.BytesIO()
+        torch.save(model, buf)
+        self._pruned = (recipe, buf.getvalue())
+        return model
 
     def _encode(self, texts: list[str], seq_len: int, pad_to_max: bool) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(
@@ -120,10 +139,9 @@ class LoadedModel:
             rows.append(" ".join(words))
         return self._encode(rows, seq_len, pad_to_max=True)
 
-    def quality_batches(self, seq_len: int = 128, size: int = 32) -> list[dict[str, torch.Tensor]]:
-        """The whole sentence set, one sentence per row, in batches (for fidelity figures)."""
-        pool = list(sentences())
-        return [self._encode(pool[i : i + size], seq_len, pad_to_max=False) for i in range(0, len(pool), size)]
+    def encode(self, texts: list[str], seq_len: int) -> dict[str, torch.Tensor]:
+        """``texts`` as model inputs, truncated to ``seq_len`` tokens and padded to the longest (quality inputs)."""
+        return self._encode(list(texts), seq_len, pad_to_max=False)
 
 
 def _quiet_transformers() -> None:

@@ -148,6 +148,7 @@ class Plan:
     min_rounds: int = 8
     memory: bool = True
     quality: bool = True
+    eval: str | None = None  # noqa: A003 - a user's evaluation TSV (bench/data/evalfile.py); None: BBC News
     source: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -167,6 +168,8 @@ class Plan:
         for name in ("memory", "quality"):
             if not isinstance(getattr(self, name), bool):
                 raise PlanError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.eval is not None:
+            _check_eval(self.eval)
         ids = [c.case_id for c in self.cases]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
@@ -199,6 +202,18 @@ class Plan:
         return self.cases if shard is None else tuple(c for c in self.cases if in_shard(c.case_id, *shard))
 
 
+def _check_eval(path: Any) -> None:
+    """A plan's ``eval`` file must parse: a bad file is bad input before anything is measured."""
+    from .data.evalfile import EvalFileError, load_eval_file
+
+    if not isinstance(path, str) or not path.strip():
+        raise PlanError(f"eval must be the path of a TSV file (text<TAB>label or s1<TAB>s2<TAB>score), got {path!r}")
+    try:
+        load_eval_file(path)
+    except EvalFileError as exc:
+        raise PlanError(str(exc)) from None
+
+
 def _as_list(name: str, value: Any) -> list:
     if isinstance(value, list):
         if not value:
@@ -220,7 +235,7 @@ def _device(value: str) -> str:
 # runtimes / devices / dtype in a recipe table restrict or replace the plan's for that recipe's cases
 _RECIPE_KEYS = {"method", "sparsity", "scope", "norm", "allocation", "seed", "runtimes", "devices", "dtype", "baseline"}
 _PLAN_KEYS = {"name", "models", "runtimes", "devices", "batch", "seq_len", "threads", "dtype", "recipes",
-              "ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality", "baseline"}
+              "ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality", "baseline", "eval"}
 
 
 def plan_from_dict(d: dict, **overrides: Any) -> Plan:
@@ -269,6 +284,9 @@ def plan_from_dict(d: dict, **overrides: Any) -> Plan:
             if all(case.case_id != c.case_id for c in cases):  # an alias and its runtime, or a recipe listed twice
                 cases.append(case)
     knobs = {k: d[k] for k in ("ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality") if k in d}
+    if d.get("eval") is not None:  # absolute, so the run's plan.json names the file wherever it is read
+        _check_eval(d["eval"])
+        knobs["eval"] = str(Path(d["eval"]).expanduser().resolve())
     return Plan(tuple(cases), name=d.get("name", "custom"), source=d, **knobs)
 
 

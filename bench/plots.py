@@ -119,7 +119,7 @@ def memory_plot(df: pd.DataFrame) -> Figure | None:
 
 
 def _pareto(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Points not beaten on both speedup and fidelity, in order of increasing speedup."""
+    """Points not beaten on both speedup and quality, in order of increasing speedup."""
     order = np.argsort(-x, kind="stable")
     keep, best = [], -np.inf
     for i in order:
@@ -131,28 +131,42 @@ def _pareto(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fidelity_plot(df: pd.DataFrame) -> Figure | None:
-    """Fidelity (mean cosine to the dense embeddings) vs speedup: the Pareto view of what pruning buys."""
-    d = _pruned(df, "quality_cosine", "latency_ratio")
+    """Quality vs speedup, the Pareto view of what pruning buys: the most sensitive task figure the run has
+    (title -> body recall@1 on BBC News, else the --eval file's) with its 95% CI bars, dense at its own
+    figure; a run without task figures (random-init weights) shows fidelity (mean cosine to dense)."""
+    from .quality_report import task_figure
+
+    d = _pruned(df, "latency_ratio")
+    task = task_figure(d) if not d.empty else None
+    column, drop, label = task or ("quality_cosine", None, "fidelity: mean cosine to dense")
+    d = _pruned(df, column, "latency_ratio")
     if d.empty:
         return None
     colors, markers = _styles(d)
     fig, panels = _panels(d)
     for title, g, ax in panels:
-        x_all, y_all = [1.0], [1.0]
+        dense_y = 1.0
+        if drop is not None and drop in g and g[drop].notna().any():  # variant + its paired drop = dense, same items
+            dense_y = float((g[column] + g[drop]).median())
+        x_all, y_all = [1.0], [dense_y]
         for rt, fam, s in _series(g):
-            x, y = 1.0 / s["latency_ratio"].to_numpy(float), s["quality_cosine"].to_numpy(float)
-            ax.scatter(x, y, color=colors[rt], marker=markers[fam], label=f"{rt} · {fam}", zorder=3)
+            x, y = 1.0 / s["latency_ratio"].to_numpy(float), s[column].to_numpy(float)
+            lo = s[f"{column}_lo"].to_numpy(float) if f"{column}_lo" in s else y
+            hi = s[f"{column}_hi"].to_numpy(float) if f"{column}_hi" in s else y
+            lo, hi = np.where(np.isnan(lo), y, lo), np.where(np.isnan(hi), y, hi)
+            ax.errorbar(x, y, yerr=[y - lo, hi - y], color=colors[rt], marker=markers[fam], ls="none", capsize=3,
+                        label=f"{rt} · {fam}", zorder=3)
             for xi, yi, sp in zip(x, y, s["sparsity_target"]):
                 ax.annotate(f"{sp:.2f}", (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=6)
             x_all += list(x)
             y_all += list(y)
         px, py = _pareto(np.asarray(x_all), np.asarray(y_all))
         ax.step(px, py, where="post", color="grey", lw=1, ls=":", label="Pareto front")
-        ax.scatter([1.0], [1.0], color="black", marker="*", s=90, label="dense", zorder=4)
+        ax.scatter([1.0], [dense_y], color="black", marker="*", s=90, label="dense", zorder=4)
         ax.axvline(1.0, color="black", ls="--", lw=1)
         meaningful = "quality_meaningful" not in g or g["quality_meaningful"].fillna(True).astype(bool).all()
         ax.set(title=title + ("" if meaningful else "\n(random-init weights: fidelity not meaningful)"),
-               xlabel="speedup vs dense (1 / latency ratio)", ylabel="fidelity: mean cosine to dense")
+               xlabel="speedup vs dense (1 / latency ratio)", ylabel=label + (" (95% CI)" if task else ""))
         ax.grid(alpha=0.3)
         _legend(ax)
     return fig
@@ -186,7 +200,7 @@ PLOTS: dict[str, tuple[str, Callable[[pd.DataFrame], Figure | None]]] = {
     "latency_vs_sparsity": ("Latency ratio vs sparsity", latency_plot),
     "size_vs_sparsity": ("On-disk size vs sparsity", size_plot),
     "memory_vs_sparsity": ("Peak memory vs sparsity", memory_plot),
-    "fidelity_vs_speedup": ("Fidelity vs speedup (Pareto view)", fidelity_plot),
+    "fidelity_vs_speedup": ("Quality vs speedup (Pareto view)", fidelity_plot),
     "efficiency_vs_flops": ("Measured speedup vs FLOP limit", efficiency_plot),
 }
 

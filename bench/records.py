@@ -70,6 +70,7 @@ class Record:
     peak_mem_floor_mb: float | None = None
     peak_mem_model_mb: float | None = None
     mem_ratio: float | None = None
+    mem_aa_ratio: float | None = None  # the dense baseline measured twice in fresh processes: second / first (A/A)
     size_bytes: int | None = None
     size_ratio: float | None = None
     size_compressed_bytes: int | None = None
@@ -79,6 +80,45 @@ class Record:
     quality_cosine: float | None = None
     quality_knn_agreement: float | None = None
     quality_meaningful: bool | None = None
+    # quality (bench/measure/quality.py): 95% bootstrap CIs over evaluation items (_lo, _hi); *_drop = dense - variant
+    # on the same items (positive = quality lost), with its CI; cosine / kNN agreement: held-out texts of the task
+    quality_cosine_lo: float | None = None
+    quality_cosine_hi: float | None = None
+    quality_knn_agreement_lo: float | None = None
+    quality_knn_agreement_hi: float | None = None
+    quality_probe_acc: float | None = None
+    quality_probe_acc_lo: float | None = None
+    quality_probe_acc_hi: float | None = None
+    quality_probe_drop: float | None = None
+    quality_probe_drop_lo: float | None = None
+    quality_probe_drop_hi: float | None = None
+    quality_knn_acc: float | None = None
+    quality_knn_acc_lo: float | None = None
+    quality_knn_acc_hi: float | None = None
+    quality_knn_drop: float | None = None
+    quality_knn_drop_lo: float | None = None
+    quality_knn_drop_hi: float | None = None
+    quality_r1: float | None = None
+    quality_r1_lo: float | None = None
+    quality_r1_hi: float | None = None
+    quality_r1_drop: float | None = None
+    quality_r1_drop_lo: float | None = None
+    quality_r1_drop_hi: float | None = None
+    quality_mrr10: float | None = None
+    quality_mrr10_lo: float | None = None
+    quality_mrr10_hi: float | None = None
+    quality_mrr10_drop: float | None = None
+    quality_mrr10_drop_lo: float | None = None
+    quality_mrr10_drop_hi: float | None = None
+    quality_spearman: float | None = None
+    quality_spearman_lo: float | None = None
+    quality_spearman_hi: float | None = None
+    quality_spearman_drop: float | None = None
+    quality_spearman_drop_lo: float | None = None
+    quality_spearman_drop_hi: float | None = None
+    quality_split: str | None = None  # what quality was scored on: the corpus split (sizes, digest) or the eval file
+    quality_max_len: int | None = None  # tokens every quality input was truncated to
+    quality_seconds: float | None = None  # wall seconds this case spent on quality (embeddings are cached per run)
     duration_s: float | None = None
     runtime_info: str | None = None  # what the runtime did, e.g. "format=bsr; block=32; ..." or ORT providers
     dense_safetensors_bytes: int | None = None  # the dense fp32 model as safetensors
@@ -88,6 +128,10 @@ class Record:
     quality_floor: float | None = None  # quantizing runtimes: the gate's pooled-cosine floor (no elementwise tolerance)
     gate_cosine: float | None = None  # pooled cosine to the fp32 torch-masked outputs on the fixed batch (quality-floor gate)
     compile_s: float | None = None  # torch-compile: seconds spent compiling (warm-up calls), excluded from latency
+    # seconds per phase of the case: build, equality, latency, size, memory, quality (size, memory and quality
+    # run side by side, so they can add up to more than the wall time); a baseline's one-off cost lands in the
+    # first case that needs it
+    phase_s: dict[str, float] | None = None
     env: dict[str, Any] = field(default_factory=dict)
     started_at: str | None = None
 

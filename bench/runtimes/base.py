@@ -22,7 +22,7 @@ from typing import ClassVar, Iterator
 import torch
 from torch import nn
 
-from pruning import PruneRecipe, apply, bake
+from pruning import PruneRecipe, bake
 
 __all__ = ["DTYPES", "HALF_TOLERANCE", "Gate", "Runner", "Runtime", "RuntimeUnavailable", "TorchRunner", "Variant",
            "cuda_unavailable", "equality_gate", "file_bytes", "package_versions", "pooled_cosine",
@@ -51,7 +51,7 @@ class Variant:
 
     def masked(self) -> nn.Module:
         """The variant as torch.nn.utils.prune leaves it (masks and hooks on)."""
-        return apply(self.loaded.fresh(), self.recipe).to(DTYPES[self.dtype]).eval()
+        return self.loaded.pruned(self.recipe).to(DTYPES[self.dtype]).eval()
 
     def baked(self) -> nn.Module:
         """The variant with masks made permanent (plain dense tensors with zeros)."""
@@ -125,6 +125,11 @@ class Runner:
     def outputs(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def serving_files(self, directory: Path) -> dict:
+        """Write what a fresh process loads to serve this variant (``bench.measure.memory``) into
+        ``directory``; returns the spec the memory child reads: ``kind``, ``path``, ``imports``, ``device``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be loaded in a fresh process")
+
     def artifact_bytes(self) -> int:
         return file_bytes(self.artifact) if self.artifact else 0
 
@@ -158,6 +163,15 @@ class TorchRunner(Runner):
         self.net = net.eval()
         self.inputs = {k: v.to(device) for k, v in inputs.items()}
         self.artifact = artifact
+
+    def serving_files(self, directory: Path, net: nn.Module | None = None) -> dict:
+        """The module as the runtime holds it (its tensors, masks and hooks) and the fixed batch, pickled."""
+        net = self.net if net is None else net
+        path = Path(directory) / "serve.pt"
+        torch.save({"net": net, "inputs": self.inputs}, path)
+        mods = {type(m).__module__ for m in net.modules()}
+        mods |= {type(h).__module__ for m in net.modules() for h in m._forward_pre_hooks.values()}
+        return {"kind": "torch", "path": str(path), "imports": sorted(mods), "device": self.device}
 
     def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.inference_mode():

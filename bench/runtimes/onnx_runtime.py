@@ -130,6 +130,13 @@ class OrtRunner(Runner):
         self()
         return time.perf_counter() - t0
 
+    def serving_files(self, directory: Path) -> dict:
+        """The ONNX file itself, and the fixed batch beside it."""
+        inputs = Path(directory) / "inputs.pt"
+        torch.save({k: torch.from_numpy(v) for k, v in self.feed.items()}, inputs)
+        return {"kind": "onnx", "path": str(self.artifact), "inputs": str(inputs), "imports": ["onnxruntime"],
+                "device": self.device}
+
     def outputs(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         feed = self.feed if inputs is None else self._feed(inputs)
         return torch.from_numpy(self.session.run([OUTPUT], feed)[0]).float()

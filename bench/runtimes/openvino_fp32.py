@@ -41,8 +41,9 @@ def ov_unavailable(name: str, device: str) -> str | None:
 class OvRunner(Runner):
     """A compiled OpenVINO model on a fixed batch (one infer request, reused)."""
 
-    def __init__(self, compiled, inputs: dict[str, torch.Tensor], artifact: Path, info: str):
+    def __init__(self, compiled, inputs: dict[str, torch.Tensor], artifact: Path, info: str, config: dict | None = None):
         self.compiled, self.artifact, self.info, self.device = compiled, Path(artifact), info, "cpu"
+        self.config = dict(config or {})
         self.names = [p.get_any_name() for p in compiled.inputs]
         self.request = compiled.create_infer_request()
         self.feed = self._feed(inputs)
@@ -60,6 +61,13 @@ class OvRunner(Runner):
         t0 = time.perf_counter()
         self()
         return time.perf_counter() - t0
+
+    def serving_files(self, directory: Path) -> dict:
+        """The IR files (model.xml + .bin) the CPU plugin compiles, its config, and the fixed batch."""
+        inputs = Path(directory) / "inputs.pt"
+        torch.save({k: torch.from_numpy(v) for k, v in self.feed.items()}, inputs)
+        return {"kind": "openvino", "path": str(self.artifact / "model.xml"), "inputs": str(inputs),
+                "config": self.config, "imports": ["openvino"], "device": "cpu"}
 
     def outputs(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         feed = self.feed if inputs is None else self._feed(inputs)
@@ -103,7 +111,7 @@ class OpenVinoFp32(Runtime):
         compiled, config = compile_ir(onnx_path, workdir / "model.xml", torch.get_num_threads())
         onnx_path.unlink()
         info = "openvino CPU; " + "; ".join(f"{k}={v}" for k, v in config.items())
-        return OvRunner(compiled, variant.inputs, workdir, info)
+        return OvRunner(compiled, variant.inputs, workdir, info, config)
 
 
 RUNTIME = OpenVinoFp32()

@@ -106,7 +106,7 @@ class OpenVinoSparseInt8(Runtime):
         fp32.unlink()
         qdq.unlink()
         info = "openvino CPU int8 QDQ (ORT quantize_static, per channel); " + "; ".join(f"{k}={v}" for k, v in config.items())
-        return OvRunner(compiled, variant.inputs, workdir, info)
+        return OvRunner(compiled, variant.inputs, workdir, info, config)
 
 
 RUNTIME = OpenVinoSparseInt8()

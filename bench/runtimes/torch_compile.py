@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .base import Runtime, TorchRunner, Variant, cuda_unavailable
 
@@ -47,7 +48,7 @@ class TorchCompile(Runtime):
         artifact = Path(workdir) / "model.safetensors"  # what is loaded before compiling: the dense weights
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(artifact))
         compiled = torch.compile(model, backend="inductor", dynamic=False)
-        runner = TorchRunner(compiled, variant.inputs, device, artifact)
+        runner = CompiledRunner(compiled, variant.inputs, device, artifact)
         runner.model = model  # the plain encoder for counting (the compiled wrapper shares its weights)
         t0 = time.perf_counter()
         try:
@@ -60,6 +61,13 @@ class TorchCompile(Runtime):
         runner.info = f"torch.compile backend=inductor dynamic=False; compile {compile_s:.1f} s ({WARMUP_CALLS} warm-up calls)"
         log.debug("%s", runner.info)
         return runner
+
+
+class CompiledRunner(TorchRunner):
+    """A compiled module; a fresh process loads the plain one and compiles it again (``compile`` in the spec)."""
+
+    def serving_files(self, directory: Path, net: nn.Module | None = None) -> dict:
+        return {**super().serving_files(directory, self.model), "compile": True}
 
 
 RUNTIME = TorchCompile()
