@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .compare import CompareError, Comparison, compare_records
-from .fingerprint import env_difference
+from .env import env_difference, environment
 from .records import read_records
 
 __all__ = ["GateError", "GateResult", "Side", "baseline_side", "candidate_side", "run_gate"]
@@ -232,8 +232,6 @@ def run_gate(baseline_dir: Path | str = "results/baseline", *, repo: Path | str 
         raise GateError(f"--rounds {rounds} must be at least 1")
     base_records, base_env, args = _baseline_files(baseline_dir)
     if current_env is None:
-        from .engine import environment
-
         current_env = environment()
     diff = env_difference(base_env, current_env)
     work = Path(work) if work else Path(tempfile.mkdtemp(prefix="prunebench-gate-"))
