@@ -229,10 +229,7 @@ class Session:
         rec.fingerprint = fingerprint(case, rec.env)
 
     def run(self, case: Case, rec: Record, benchmark=None) -> None:
-        if self.isolate:
-            from .isolate import run_isolated
-
-            return run_isolated(self, case, rec, benchmark)
+        """Run one case in this process (``bench.isolate.run_isolated`` runs it in a child that calls this)."""
         from ._faults import inject
 
         inject(case.case_id)
