@@ -3,7 +3,10 @@
 Pure functions of records (plus one plotting function): per model, method, runtime, device, dtype and
 batch x seq, the sparsity at which the median latency ratio falls below 1.0 (linear interpolation
 between the two bracketing sparsities), and the sparsity at which the upper bound of its 95% CI does
-("pays with confidence"). A curve that never falls below 1.0 in the measured range has none.
+("pays with confidence"). A crossing is reported only where it is measurable: some point's 95% CI lies
+wholly above 1.0 and a point at a higher sparsity has its CI wholly below (or the curve is measurably
+below 1.0 from its lowest sparsity on). Ratios of 1.00 and 0.98 with CIs around 1.0 are noise, and the
+sweep says "no measurable crossing in [lo, hi]".
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from typing import Iterable, NamedTuple
 
 import pandas as pd
 
-__all__ = ["BreakEven", "Crossing", "GROUP", "break_even", "crossing", "plot_break_even", "size_table"]
+__all__ = ["BreakEven", "Crossing", "GROUP", "NOT_MEASURABLE", "break_even", "crossing", "measurable", "plot_break_even",
+           "size_table"]
 
 GROUP = ("model", "method", "scope", "norm", "allocation", "runtime", "device", "dtype", "batch", "seq_len")
 
@@ -29,6 +33,8 @@ class Crossing(NamedTuple):
 
     def describe(self, lo: float, hi: float) -> str:
         span = f"{lo:.2f}" if lo == hi else f"{lo:.2f}–{hi:.2f}"
+        if self.how == NOT_MEASURABLE:
+            return f"no measurable crossing {'at' if lo == hi else 'in'} {span}"
         if self.sparsity is None:
             return f"not reached {'at' if lo == hi else 'in'} {span}"
         if self.how.startswith("below at the lowest sparsity"):
@@ -36,6 +42,21 @@ class Crossing(NamedTuple):
         else:
             text = f"{self.sparsity:.3f}"
         return text + ("; rises above 1.0 again" if "again" in self.how else "")
+
+
+NOT_MEASURABLE = "no measurable crossing"
+
+
+def measurable(lo: Iterable[float], hi: Iterable[float]) -> bool:
+    """Whether the CIs, in order of sparsity, show the ratio on both sides of 1.0: a point wholly above
+    before a point wholly below, or the lowest point already wholly below."""
+    above_seen = False
+    for i, (l, h) in enumerate(zip(lo, hi)):
+        if _ok(h) and h < 1.0:
+            return above_seen or i == 0
+        if _ok(l) and l > 1.0:
+            above_seen = True
+    return False
 
 
 def _ok(v) -> bool:
@@ -116,7 +137,8 @@ def break_even(records: pd.DataFrame | list[dict]) -> list[BreakEven]:
         lo = tuple(float(y) for y in g.get("latency_ratio_lo", g["latency_ratio"]))
         hi = tuple(float(y) for y in g.get("latency_ratio_hi", g["latency_ratio"]))
         key = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in zip(keys, vals)}
-        out.append(BreakEven(key, xs, ys, lo, hi, crossing(xs, ys), crossing(xs, hi)))
+        median = crossing(xs, ys) if measurable(lo, hi) else Crossing(None, NOT_MEASURABLE)
+        out.append(BreakEven(key, xs, ys, lo, hi, median, crossing(xs, hi)))
     return out
 
 

@@ -1,4 +1,4 @@
-"""``prunebench run | report | compare | prune | merge | list``: the command line.
+"""``prunebench run | report | compare | gate | prune | merge | list``: the command line.
 
 Exit codes: 0 done; 1 a case failed (or a regression); 2 bad input, one line naming the problem and
 the fix, no traceback.
@@ -30,16 +30,26 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message}; see `{self.prog} --help`")
 
 
+def _items(text: str, what: str, example: str) -> list[str]:
+    """The items of a comma-separated list; an empty item (``0.5,,0.9``, a trailing comma) is bad input."""
+    items = [x.strip() for x in text.split(",")]
+    if not text.strip() or any(not x for x in items):
+        raise argparse.ArgumentTypeError(f"{what} {text!r} has an empty item; give a comma-separated list such as {example}")
+    return items
+
+
 def _floats(text: str) -> list[float]:
+    items = _items(text, "sparsity", "0.2,0.5,0.9")
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        return [float(x) for x in items]
     except ValueError:
         raise argparse.ArgumentTypeError(f"sparsity {text!r} is not a comma-separated list of numbers such as 0.2,0.5,0.9") from None
 
 
 def _ints(text: str) -> list[int]:
+    items = _items(text, "list", "8,32")
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        return [int(x) for x in items]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
 
@@ -101,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     _recovery_flags(r)
     r.add_argument("--runtimes", type=_names, help="runtimes, comma-separated")
     r.add_argument("--device", choices=None, help="cpu | cuda | auto")
+    r.add_argument("--dtype", type=_names, help="dtypes, comma-separated: float32,bfloat16,float16 (half on CPU needs its instructions)")
+    r.add_argument("--baseline", metavar="RUNTIME[:DTYPE]", help="every case's baseline, e.g. torch-dense:float32 (default: dense in the case's runtime and dtype)")
     r.add_argument("--batch", type=_ints, help="batch size(s)")
     r.add_argument("--seq-len", type=_ints, help="sequence length(s)")
     r.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
@@ -161,6 +173,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="relative worsening of a latency ratio that counts (with disjoint 95%% CIs); default 0.10")
     c.add_argument("--json", action="store_true", help="print the comparison as JSON instead of markdown")
 
+    g = sub.add_parser("gate", help="the CI regression gate on any runner: exit 1 on a regression, 2 if it cannot gate")
+    g.add_argument("--baseline", default="results/baseline", help="committed baseline run directory (default results/baseline)")
+    g.add_argument("--threshold", type=float, default=0.10, help="relative worsening of a latency ratio that counts; default 0.10")
+    g.add_argument("--rounds", type=_count, default=2,
+                   help="same-machine path: alternating baseline/candidate runs of each side (default 2)")
+    g.add_argument("--same-machine", action="store_true",
+                   help="measure the baseline's commit here even when the committed baseline's environment matches")
+    g.add_argument("--work", help="directory for the gate's runs (default: a new temporary directory)")
+    g.add_argument("--baseline-python", metavar="PYTHON",
+                   help="run the baseline's commit on this interpreter instead of installing it into its own venv")
+    g.add_argument("--summary", metavar="FILE", help="also append the markdown to FILE (e.g. $GITHUB_STEP_SUMMARY)")
+    g.add_argument("--run-timeout", type=_seconds, default=1800.0, metavar="S", help="wall-clock limit per run (default 1800)")
+
     sub.add_parser("list", help="models, methods, runtimes, and why any is unavailable here")
     return p
 
@@ -171,6 +196,8 @@ def _build_plan(a: argparse.Namespace):
     over = {
         "models": a.model,
         "runtimes": a.runtimes,
+        "dtype": a.dtype,
+        "baseline": a.baseline,
         "devices": [a.device] if a.device else None,
         "batch": a.batch,
         "seq_len": a.seq_len,
@@ -215,7 +242,8 @@ def _check_runnable(plan) -> None:
 _PLAN_FLAGS = {"model": "--model", "methods": "--methods", "sparsity": "--sparsity", "scope": "--scope",
                "importance": "--importance", "recover": "--recover", "fit": "--fit", "calibration": "--calibration",
                "recover_seconds": "--recover-seconds",
-               "runtimes": "--runtimes", "device": "--device", "batch": "--batch", "seq_len": "--seq-len",
+               "runtimes": "--runtimes", "device": "--device", "dtype": "--dtype", "baseline": "--baseline",
+               "batch": "--batch", "seq_len": "--seq-len",
                "threads": "--threads", "plan": "--plan", "out": "--out", "quick": "--quick", "time_cap": "--time-cap",
                "no_memory": "--no-memory", "eval": "--eval", "shard": "--shard", "shards": "--shards"}
 
@@ -317,7 +345,7 @@ def _execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> 
     import pytest
 
     from bench.records import read_records
-    from bench.report import summary_table, write_report
+    from bench.report import summary_table, time_spent, write_report
     from bench.shard import parse_shard
 
     shard = parse_shard(info["shard"]) if info.get("shard") else None
@@ -360,7 +388,8 @@ def _execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> 
     report = write_report(out, command)
     print()
     print(summary_table(records))
-    print(f"\nreport: {report}")
+    spent = time_spent(records)
+    print(f"\n{spent}" if spent else "", f"\nreport: {report}")
     if interrupted:
         left = len({c.case_id for c in cases} - {r["case_id"] for r in records})
         print(f"prunebench: interrupted with {left} of {len(cases)} cases not run; "
@@ -515,6 +544,19 @@ def cmd_compare(a: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def cmd_gate(a: argparse.Namespace) -> int:
+    from bench.gate import run_gate
+
+    result = run_gate(a.baseline, threshold=a.threshold, rounds=a.rounds, same_machine=a.same_machine, work=a.work,
+                      baseline_python=a.baseline_python, run_timeout_s=a.run_timeout)
+    text = result.to_markdown()
+    print(text)
+    if a.summary:
+        with open(a.summary, "a", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    return result.exit_code
+
+
 def cmd_list(a: argparse.Namespace) -> int:
     import importlib.util
 
@@ -538,12 +580,12 @@ def cmd_list(a: argparse.Namespace) -> int:
         rt = get_runtime(name)
         why = {d: rt.unavailable(d) for d in ("cpu", "cuda")}
         state = ", ".join(f"{d}: {'ok' if w is None else 'unavailable (' + w + ')'}" for d, w in why.items())
-        print(f"  {name:<14} {rt.HELP}\n  {'':<14} {state}")
+        print(f"  {name:<14} {rt.help}\n  {'':<14} {state}")
     return 0
 
 
-_COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "prune": cmd_prune, "merge": cmd_merge, "list": cmd_list,
-             "frontier": cmd_frontier}
+_COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "gate": cmd_gate, "prune": cmd_prune,
+             "merge": cmd_merge, "list": cmd_list, "frontier": cmd_frontier}
 
 
 def _light_errors() -> tuple[type[BaseException], ...]:

@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import shutil
-import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 from pruning import PruneRecipe, scope_params
 from pruning.unstructured import sparsity_of
 
+from .dtypes import dtype_unavailable
+from .env import environment
 from .measure.flops import macs
 from .measure.latency import Latency, measure_paired
 from .measure.memory import measure_memory
@@ -29,57 +30,15 @@ from .models import LoadedModel, load_model
 from .plan import Case, Plan
 from .records import Record
 from .runtimes import Runner, Variant, get_runtime
-from .runtimes.base import tolerance
+from .runtimes.base import equality_gate
 
-__all__ = ["EqualityError", "Session", "build_runner", "environment"]
+__all__ = ["EqualityError", "Session", "build_runner", "environment"]  # environment: re-exported from bench.env
 
 log = logging.getLogger("bench.engine")
 
 
 class EqualityError(AssertionError):
     """A runtime's outputs differ from torch-masked beyond its tolerance: no timing is recorded."""
-
-
-@lru_cache(maxsize=1)
-def environment() -> dict:
-    """Versions, CPU, GPU and git sha: what a figure depends on besides the case."""
-    import numpy
-    import transformers
-
-    env = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu": _cpu_name(),
-        "cpu_count": __import__("os").cpu_count(),
-        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    try:
-        import onnxruntime
-
-        env["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        env["onnxruntime"] = None
-    try:
-        env["git_sha"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                        cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        env["git_sha"] = None
-    return env
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 _MODELS: dict[str, LoadedModel] = {}
@@ -107,6 +66,31 @@ def build_runner(case: Case | dict, workdir: Path) -> Runner:
         case = Case.from_dict(case)
     torch.set_num_threads(case.threads)
     return get_runtime(case.runtime).prepare(_variant(case), Path(workdir), case.device)
+
+
+@contextmanager
+def _phase(phases: dict[str, float], name: str):
+    """Add the seconds spent in the block to ``phases[name]`` (also when it raises)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
+
+
+def _timed(phases: dict[str, float], name: str, fn):
+    with _phase(phases, name):
+        return fn()
+
+
+class _Served:
+    """A runner seen as an encoder by the quality measurement: ``net(**inputs).last_hidden_state``."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+
+    def __call__(self, **inputs: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(last_hidden_state=self.runner.outputs(inputs))
 
 
 class Session:
@@ -196,24 +180,29 @@ class Session:
             return self.masked(model, recipe)
         return Variant(get_model(model), recipe, {}, dtype).masked()
 
-    def quality(self, case: Case) -> QualityResult:
+    def quality(self, case: Case, runner: Runner | None = None) -> QualityResult:
         """The case's variant scored against dense in the baseline's dtype on the run's task, at the case's
         seq_len capped at MAX_LEN; random-init models get fidelity only (a task score of random weights means
-        nothing)."""
+        nothing). Where the runtime changes the numbers (a half dtype, int8: a quality-floor runtime), what the
+        runner serves is scored, so quality shows what casting or quantizing costs; elsewhere the variant in
+        fp32 (cached per recipe, shared by its runtimes)."""
         loaded = get_model(case.model)
         task = self.quality_task()
         dense = (case.model, PruneRecipe("dense"), case.baseline.dtype)
-        return self._quality.measure(dense, (case.model, case.recipe, case.dtype), self._quality_net, loaded.encode,
-                                     task, min(case.seq_len, MAX_LEN),
+        served = runner is not None and (case.dtype != "float32" or get_runtime(case.runtime).quality_floor is not None)
+        variant = (case.model, case.recipe, case.dtype, case.runtime) if served else (case.model, case.recipe, case.dtype)
+
+        def net(key: tuple):
+            return _Served(runner) if served and key == variant else self._quality_net(key)
+
+        return self._quality.measure(dense, variant, net, loaded.encode, task, min(case.seq_len, MAX_LEN),
                                      task_metrics=loaded.weights == "pretrained" or task.kind != "corpus")
 
     def unavailable(self, case: Case) -> str | None:
         """Why the case cannot run here (runtime/device, a dtype or method the runtime cannot run, or a missing
         optional package), or None."""
         rt = get_runtime(case.runtime)
-        reason = rt.unavailable(case.device)
-        if reason is None and hasattr(rt, "incompatible"):
-            reason = rt.incompatible(case)
+        reason = rt.unavailable(case.device) or rt.incompatible(case) or dtype_unavailable(case)
         req = case.recipe.spec.requires
         if reason is None and req:
             import importlib.util
@@ -234,79 +223,87 @@ class Session:
         rec.recipe, rec.sparsity_target = case.recipe.label, case.recipe.sparsity
         rec.importance, rec.recovery_method = case.recipe.importance, case.recipe.recover
         rec.baseline = case.baseline.case_id
-        rec.tolerance = get_runtime(case.runtime).TOLERANCE if case.dtype == "float32" else None  # half: set in run()
+        rec.baseline_runtime, rec.baseline_dtype = case.baseline.runtime, case.baseline.dtype
+        rt = get_runtime(case.runtime)
+        rec.tolerance = rt.fp32_tolerance if case.dtype == "float32" and rt.quality_floor is None else None  # else: set in run()
+        rec.quality_floor = rt.quality_floor
         rec.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         rec.env = environment()
-        from .fingerprint import fingerprint
+        from .env import fingerprint
 
         rec.fingerprint = fingerprint(case, rec.env)
 
     def run(self, case: Case, rec: Record, benchmark=None) -> None:
-        if self.isolate:
-            from .isolate import run_isolated
-
-            return run_isolated(self, case, rec, benchmark)
+        """Run one case in this process (``bench.isolate.run_isolated`` runs it in a child that calls this)."""
         from ._faults import inject
 
         inject(case.case_id)
         t0 = time.perf_counter()
+        phases: dict[str, float] = {}
+        rec.phase_s = phases
         torch.set_num_threads(case.threads)
-        loaded = get_model(case.model)
-        rec.arch, rec.weights = loaded.arch, loaded.weights
-        rec.quality_meaningful = loaded.weights == "pretrained"
-        runner = build_runner(case, self.workdir(case))
-        from .calibrate import record_fields
+        with _phase(phases, "build"):
+            loaded = get_model(case.model)
+            rec.arch, rec.weights = loaded.arch, loaded.weights
+            rec.quality_meaningful = loaded.weights == "pretrained"
+            runner = build_runner(case, self.workdir(case))
+            from .calibrate import record_fields
 
-        for k, v in record_fields(loaded, case.recipe).items():
-            setattr(rec, k, v)
-        rec.runtime_info = getattr(runner, "info", None)
-        model = getattr(runner, "model", None)
-        variant = _variant(case).masked() if model is None else model
-        rec.params = sum(p.numel() for p in variant.parameters())
-        scope = case.recipe.scope if case.recipe.spec.scoped else "linear"
-        if case.recipe.spec.structured:  # the fraction of heads / FFN neurons removed, not of weights
-            from pruning.structured import removed_fraction
+            for key, value in record_fields(loaded, case.recipe).items():
+                setattr(rec, key, value)
+            rec.runtime_info = runner.info
+            for key, value in runner.record.items():  # runtime-specific fields, e.g. torch-compile's compile_s
+                setattr(rec, key, value)
+            variant = self.masked(case.model, case.recipe) if runner.model is None else runner.model
+            rec.params = sum(p.numel() for p in variant.parameters())
+            scope = case.recipe.scope if case.recipe.spec.scoped else "linear"
+            if case.recipe.spec.structured:  # the fraction of heads / FFN neurons removed, not of weights
+                from pruning.structured import removed_fraction
 
-            rec.sparsity_actual = round(removed_fraction(variant), 6)
-        else:
-            rec.sparsity_actual = round(sparsity_of(scope_params(variant, scope)), 6)
-        rec.flops_ratio = macs(variant, case.batch, case.seq_len) / self._dense(case)
+                rec.sparsity_actual = round(removed_fraction(variant), 6)
+            else:
+                rec.sparsity_actual = round(sparsity_of(scope_params(variant, scope)), 6)
+            rec.flops_ratio = macs(variant, case.batch, case.seq_len) / self._dense(case)
+            base_runner = self.baseline(case)
 
-        # equality before speed
-        ref = self.reference(case)
-        rec.tolerance = tolerance(get_runtime(case.runtime), case.dtype, ref)
-        out = runner.outputs()
-        rec.max_abs_diff = float((out - ref).abs().max()) if out.shape == ref.shape else float("inf")
-        if not rec.max_abs_diff <= rec.tolerance:
-            raise EqualityError(f"{case.runtime} outputs differ from torch-masked: max abs diff {rec.max_abs_diff:.3g} > tolerance {rec.tolerance:.1g} (shapes {tuple(out.shape)} vs {tuple(ref.shape)})")
+        with _phase(phases, "equality"):  # equality before speed
+            ref = self.reference(case)
+            mask = loaded.batch(case.batch, case.seq_len)["attention_mask"]
+            gate = equality_gate(get_runtime(case.runtime), case.runtime, case.dtype, runner.outputs(), ref, mask)
+            rec.max_abs_diff, rec.tolerance, rec.gate_cosine = gate.max_abs_diff, gate.tolerance, gate.cosine
+        if gate.error:
+            raise EqualityError(gate.error)
 
-        lat = measure_paired(runner.timed, self.baseline(case).timed, target=self.plan.ci_target, time_cap_s=self.plan.time_cap_s,
-                             warmup=self.plan.warmup, min_rounds=self.plan.min_rounds, benchmark=benchmark)
+        with _phase(phases, "latency"):
+            lat = measure_paired(runner.timed, base_runner.timed, target=self.plan.ci_target, time_cap_s=self.plan.time_cap_s,
+                                 warmup=self.plan.warmup, min_rounds=self.plan.min_rounds, benchmark=benchmark)
         self._latency(rec, lat)
 
-        # size, memory and quality time nothing: run them side by side
+        # size, memory and quality time nothing: run them side by side (each phase's own seconds are recorded)
         with ThreadPoolExecutor(max_workers=2) as pool:
-            size_f = pool.submit(measure_size, runner.artifact)
-            base_size_f = pool.submit(self._baseline_size, case)
-            mem_f = pool.submit(measure_memory, case.to_dict(), self._memdir(case), **self._mem_timeout()) if self.plan.memory else None
-            base_mem_f = pool.submit(self._memory_baseline, case) if self.plan.memory else None
+            size_f = pool.submit(_timed, phases, "size", lambda: (measure_size(runner.artifact), self._baseline_size(case)))
+            mem_f = pool.submit(_timed, phases, "memory", lambda: (
+                measure_memory(runner, self._memdir(case), case.threads, **self._mem_timeout()),
+                self._memory_baseline(case))) if self.plan.memory else None
             if self.plan.quality:
-                for name, value in self.quality(case).record_fields().items():
-                    setattr(rec, name, value)
-            size, base_size = size_f.result(), base_size_f.result()
+                with _phase(phases, "quality"):
+                    for name, value in self.quality(case, runner).record_fields().items():
+                        setattr(rec, name, value)
+            size, base_size = size_f.result()
             rec.size_bytes, rec.size_compressed_bytes = size.raw_bytes, size.compressed_bytes
             rec.size_ratio = size.raw_bytes / base_size.raw_bytes
             rec.size_compressed_ratio = size.compressed_bytes / base_size.raw_bytes
             rec.dense_safetensors_bytes = self._safetensors_bytes(case.model)
             rec.size_safetensors_ratio = size.raw_bytes / rec.dense_safetensors_bytes
             if mem_f is not None:
-                mem, base = mem_f.result(), base_mem_f.result()
+                mem, (base, rec.mem_aa_ratio) = mem_f.result()
                 rec.peak_mem_mb, rec.peak_mem_floor_mb = round(mem.peak_mb, 1), round(mem.floor_mb, 1)
                 rec.peak_mem_model_mb = round(mem.model_mb, 1)
                 rec.mem_ratio = mem.model_mb / base.model_mb if base.model_mb > 0 else None
         del runner
         shutil.rmtree(self.workdir(case), ignore_errors=True)
         rec.duration_s = round(time.perf_counter() - t0, 2)
+        phases.update({k: round(v, 2) for k, v in phases.items()})
 
     def _latency(self, rec: Record, lat: Latency) -> None:
         rec.latency_ms, rec.baseline_latency_ms = round(lat.variant_ms, 4), round(lat.baseline_ms, 4)
@@ -336,9 +333,13 @@ class Session:
         return self._dense_bytes[model]
 
     def _memory_baseline(self, case: Case):
+        """The baseline's memory, measured twice in fresh processes: the first is the reference, the second
+        over the first is the run's A/A figure (``mem_aa_ratio``), from which the report's noise band comes."""
         base = case.baseline
         if base.case_id not in self._mem_cache:
-            self._mem_cache[base.case_id] = measure_memory(base.to_dict(), self._memdir(base), **self._mem_timeout())
+            a, b = (measure_memory(self.baseline(case), self._memdir(base), base.threads, **self._mem_timeout())
+                    for _ in range(2))
+            self._mem_cache[base.case_id] = (a, b.model_mb / a.model_mb if a.model_mb > 0 else None)
         return self._mem_cache[base.case_id]
 
     def _memdir(self, case: Case) -> Path:

@@ -1,4 +1,9 @@
-"""The plan: the grid ``model x recipe x runtime x device x batch x seq_len`` as a list of Cases.
+"""The plan: the grid ``model x recipe x runtime x dtype x device x batch x seq_len`` as a list of Cases.
+
+A case names its baseline ``{runtime, dtype}`` (``baseline = "torch-dense:float32"`` in a plan or a recipe
+table, ``--baseline`` on the command line); by default it is dense in the runtime's own baseline runtime
+(itself, or dense torch for the sparse formats) in the case's dtype. A non-default baseline is part of the
+case id (``.../vs-torch-dense-float32``) and of its fingerprint; a default one changes neither.
 
 Built from CLI flags or a TOML file (see ``bench/plans/*.toml``); every field is checked on
 construction so a bad plan fails before anything is measured.
@@ -18,12 +23,14 @@ from typing import Any
 from pruning import PruneRecipe, RecipeError
 
 from .models import ModelError, resolve_model
-from .runtimes import get_runtime
+from .runtimes import ALIASES, get_runtime
 from .shard import in_shard, parse_shard
 
-__all__ = ["Case", "Plan", "PlanError", "builtin_plan", "in_shard", "load_plan", "parse_shard", "plan_from_dict"]
+__all__ = ["DTYPES", "Case", "Plan", "PlanError", "builtin_plan", "in_shard", "load_plan", "parse_baseline", "parse_shard",
+           "plan_from_dict"]
 
 DEVICES = ("cpu", "cuda", "auto")
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 class PlanError(ValueError):
@@ -48,8 +55,14 @@ class Case:
     seq_len: int = 128
     threads: int = 2
     dtype: str = "float32"
+    baseline_runtime: str | None = None  # None: the runtime's default baseline runtime
+    baseline_dtype: str | None = None  # None: the case's dtype
 
     def __post_init__(self) -> None:
+        if self.runtime in ALIASES:  # an old name for a runtime with another baseline
+            runtime, base = ALIASES[self.runtime]
+            object.__setattr__(self, "runtime", runtime)
+            object.__setattr__(self, "baseline_runtime", self.baseline_runtime or base)
         _positive_int("batch", self.batch)
         _positive_int("seq_len", self.seq_len)
         _positive_int("threads", self.threads)
@@ -59,7 +72,16 @@ class Case:
             raise PlanError(f"device {self.device!r} is not cpu or cuda")
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise PlanError(f"dtype {self.dtype!r} is not float32, float16 or bfloat16")
-        get_runtime(self.runtime)
+        default = get_runtime(self.runtime).baseline_runtime or self.runtime
+        if self.baseline_runtime is not None:
+            get_runtime(self.baseline_runtime)
+            if self.baseline_runtime == default:  # the default spelled out: the same case, the same id
+                object.__setattr__(self, "baseline_runtime", None)
+        if self.baseline_dtype is not None:
+            if self.baseline_dtype not in DTYPES:
+                raise PlanError(f"baseline dtype {self.baseline_dtype!r} is not float32, float16 or bfloat16")
+            if self.baseline_dtype == self.dtype:
+                object.__setattr__(self, "baseline_dtype", None)
 
     @property
     def model_label(self) -> str:
@@ -68,17 +90,26 @@ class Case:
     @property
     def case_id(self) -> str:
         dt = "" if self.dtype == "float32" else f"-{self.dtype}"
-        return f"{self.model_label}/{self.recipe.label}/{self.runtime}/{self.device}{dt}/b{self.batch}s{self.seq_len}"
+        cid = f"{self.model_label}/{self.recipe.label}/{self.runtime}/{self.device}{dt}/b{self.batch}s{self.seq_len}"
+        if self.baseline_runtime is None and self.baseline_dtype is None:
+            return cid
+        base = self.baseline
+        return f"{cid}/vs-{base.runtime}-{base.dtype}"
 
     @property
     def baseline(self) -> "Case":
-        """The dense model in the baseline runtime (the runtime itself unless it names another)."""
-        rt = get_runtime(self.runtime).BASELINE or self.runtime
-        return replace(self, recipe=PruneRecipe("dense"), runtime=rt)
+        """The dense model in the baseline runtime and dtype (by default the runtime's own baseline runtime, in
+        the case's dtype)."""
+        rt = self.baseline_runtime or get_runtime(self.runtime).baseline_runtime or self.runtime
+        return replace(self, recipe=PruneRecipe("dense"), runtime=rt, dtype=self.baseline_dtype or self.dtype,
+                       baseline_runtime=None, baseline_dtype=None)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["recipe"] = self.recipe.to_dict()
+        for k in ("baseline_runtime", "baseline_dtype"):  # absent when default: older fingerprints stay valid
+            if d[k] is None:
+                del d[k]
         return d
 
     @classmethod
@@ -87,6 +118,22 @@ class Case:
 
     def definition_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_baseline(text: Any, where: str = "baseline") -> tuple[str, str | None]:
+    """``"RUNTIME[:DTYPE]"`` (e.g. ``torch-dense:float32``) as (runtime, dtype or None = the case's dtype)."""
+    if not isinstance(text, str) or not text.strip():
+        raise PlanError(f"{where} must be 'RUNTIME[:DTYPE]', e.g. 'torch-dense:float32', got {text!r}")
+    runtime, _, dtype = text.strip().partition(":")
+    if runtime in ALIASES:
+        raise PlanError(f"{where}: {runtime!r} is not a baseline runtime; use {ALIASES[runtime][1]!r}")
+    try:
+        get_runtime(runtime)
+    except ValueError as exc:
+        raise PlanError(f"{where}: {exc}") from None
+    if dtype and dtype not in DTYPES:
+        raise PlanError(f"{where}: dtype {dtype!r} is not float32, float16 or bfloat16 (e.g. 'torch-dense:float32')")
+    return runtime, dtype or None
 
 
 @dataclass(frozen=True)
@@ -186,10 +233,10 @@ def _device(value: str) -> str:
 
 
 # runtimes / devices / dtype in a recipe table restrict or replace the plan's for that recipe's cases
-_RECIPE_KEYS = {"method", "sparsity", "scope", "norm", "allocation", "seed", "runtimes", "devices", "dtype",
+_RECIPE_KEYS = {"method", "sparsity", "scope", "norm", "allocation", "seed", "runtimes", "devices", "dtype", "baseline",
                 "importance", "recover", "fit", "calibration", "recover_seconds"}
 _PLAN_KEYS = {"name", "models", "runtimes", "devices", "batch", "seq_len", "threads", "dtype", "recipes",
-              "ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality", "eval"}
+              "ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality", "baseline", "eval"}
 
 
 def plan_from_dict(d: dict, **overrides: Any) -> Plan:
@@ -201,7 +248,8 @@ def plan_from_dict(d: dict, **overrides: Any) -> Plan:
     import torch
 
     threads = d.get("threads") or torch.get_num_threads()
-    recipes: list[tuple[PruneRecipe, list[str] | None, list[str] | None, str | None]] = []
+    recipes: list[tuple[PruneRecipe, list[str] | None, list[str] | None, list[str] | None, tuple | None]] = []
+    plan_base = parse_baseline(d["baseline"]) if d.get("baseline") is not None else None
     for i, r in enumerate(_as_list("recipes", d.get("recipes", []))):
         if not isinstance(r, dict) or "method" not in r:
             raise PlanError(f"recipes[{i}] needs a 'method' key, e.g. {{method = 'global-l1', sparsity = 0.5}}")
@@ -210,29 +258,36 @@ def plan_from_dict(d: dict, **overrides: Any) -> Plan:
             raise PlanError(f"recipes[{i}] has unknown key(s) {', '.join(sorted(bad))}; known: {', '.join(sorted(_RECIPE_KEYS))}")
         only = r.get("runtimes")
         where = [_device(x) for x in _as_list(f"recipes[{i}].devices", r["devices"])] if "devices" in r else None
-        dtype = r.get("dtype")
-        kw = {k: v for k, v in r.items() if k not in ("sparsity", "runtimes", "devices", "dtype")}
+        dtype = _as_list(f"recipes[{i}].dtype", r["dtype"]) if "dtype" in r else None
+        base = parse_baseline(r["baseline"], f"recipes[{i}].baseline") if "baseline" in r else None
+        kw = {k: v for k, v in r.items() if k not in ("sparsity", "runtimes", "devices", "dtype", "baseline")}
         for s in _as_list(f"recipes[{i}].sparsity", r.get("sparsity", 0.0)):
             rec = PruneRecipe(sparsity=s, **kw)
             if rec.needs_calibration:
                 from .calibrate import check_calibration
 
                 check_calibration(rec)
-            if all((rec, dtype) != (x, dt) for x, _, _, dt in recipes):
-                recipes.append((rec, only, where, dtype))
+            if all((rec, dtype, only, base) != (x, dt, o, b) for x, o, _, dt, b in recipes):
+                recipes.append((rec, only, where, dtype, base))
     models = [resolve_model(m) for m in _as_list("models", d.get("models", ["minilm"]))]
     runtimes = _as_list("runtimes", d.get("runtimes", ["torch-masked", "torch-dense"]))
     for rt in runtimes:
-        get_runtime(rt)
+        if rt not in ALIASES:
+            get_runtime(rt)
     devices = [_device(x) for x in _as_list("devices", d.get("devices", ["cpu"]))]
     cases = []
-    for m, (rec, only, where, dtype), rt in itertools.product(models, recipes, runtimes):
+    plan_dtypes = _as_list("dtype", d.get("dtype", "float32"))
+    for m, (rec, only, where, dtype, base), rt in itertools.product(models, recipes, runtimes):
         if only is not None and rt not in only:
             continue
-        for dev, b, s in itertools.product(
-            dict.fromkeys(where or devices), _as_list("batch", d.get("batch", [8])), _as_list("seq_len", d.get("seq_len", [128]))
+        brt, bdt = base or plan_base or (None, None)
+        for dev, dt, b, s in itertools.product(
+            dict.fromkeys(where or devices), dict.fromkeys(dtype or plan_dtypes), _as_list("batch", d.get("batch", [8])),
+            _as_list("seq_len", d.get("seq_len", [128]))
         ):
-            cases.append(Case(m, rec, rt, dev, b, s, threads, dtype or d.get("dtype", "float32")))
+            case = Case(m, rec, rt, dev, b, s, threads, dt, brt, bdt)
+            if all(case.case_id != c.case_id for c in cases):  # an alias and its runtime, or a recipe listed twice
+                cases.append(case)
     knobs = {k: d[k] for k in ("ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality") if k in d}
     if d.get("eval") is not None:  # absolute, so the run's plan.json names the file wherever it is read
         _check_eval(d["eval"])

@@ -6,9 +6,12 @@ Pure functions of one record (a dict with the fields :mod:`bench.measure.quality
 
 from __future__ import annotations
 
+import logging
 import math
 
 __all__ = ["TASK_FIGURES", "delta_cell", "quality_columns", "quality_verdict", "task_figure"]
+
+log = logging.getLogger("bench.quality_report")
 
 # (value field, drop field, label), most sensitive first: the first one a record has leads its verdict and plot
 TASK_FIGURES = (

@@ -70,6 +70,7 @@ class Record:
     peak_mem_floor_mb: float | None = None
     peak_mem_model_mb: float | None = None
     mem_ratio: float | None = None
+    mem_aa_ratio: float | None = None  # the dense baseline measured twice in fresh processes: second / first (A/A)
     size_bytes: int | None = None
     size_ratio: float | None = None
     size_compressed_bytes: int | None = None
@@ -131,6 +132,15 @@ class Record:
     distill_loss: list[float] | None = None  # distillation loss curve (at most ~50 points)
     build_seconds: float | None = None  # the whole data-aware build: importance + recovery
     calibration_size: int | None = None  # calibration articles read
+    baseline_runtime: str | None = None  # the baseline's runtime and dtype (the case id of ``baseline`` names them too)
+    baseline_dtype: str | None = None
+    quality_floor: float | None = None  # quantizing runtimes: the gate's pooled-cosine floor (no elementwise tolerance)
+    gate_cosine: float | None = None  # pooled cosine to the fp32 torch-masked outputs on the fixed batch (quality-floor gate)
+    compile_s: float | None = None  # torch-compile: seconds spent compiling (warm-up calls), excluded from latency
+    # seconds per phase of the case: build, equality, latency, size, memory, quality (size, memory and quality
+    # run side by side, so they can add up to more than the wall time); a baseline's one-off cost lands in the
+    # first case that needs it
+    phase_s: dict[str, float] | None = None
     env: dict[str, Any] = field(default_factory=dict)
     started_at: str | None = None
 

@@ -1,13 +1,16 @@
 """A test-only runtime whose prepare raises: the case must be recorded as failed, the run go on."""
 
-from bench.runtimes.base import cuda_unavailable
-
-NAME = "broken"
-HELP = "test only: always raises"
-BASELINE = "torch-dense"
-TOLERANCE = 1e-5
-unavailable = cuda_unavailable
+from bench.runtimes.base import Runtime
 
 
-def prepare(variant, workdir, device):
-    raise ValueError("planted failure in the broken runtime")
+class Broken(Runtime):
+    name = "broken"
+    help = "test only: always raises"
+    baseline_runtime = "torch-dense"
+    fp32_tolerance = 1e-5
+
+    def prepare(self, variant, workdir, device):
+        raise ValueError("planted failure in the broken runtime")
+
+
+RUNTIME = Broken()

@@ -28,11 +28,6 @@ import torch
 from bench.runtimes import Runner, Variant
 from bench.runtimes import torch_dense as _dense
 
-NAME = "torch-dense"
-HELP = "TEST ONLY: torch-dense with a planted slowdown of pruned variants"
-BASELINE = None
-TOLERANCE = _dense.TOLERANCE
-unavailable = _dense.unavailable
 MODULE = "bench.runtimes._planted_slowdown"
 EXTRA = 0.15  # fraction of each pruned forward's time spent in extra work
 
@@ -86,9 +81,17 @@ class SlowRunner(Runner):
         return self.inner.outputs(inputs)
 
 
-def prepare(variant: Variant, workdir: Path, device: str) -> Runner:
-    runner = _dense.prepare(variant, workdir, device)
-    return runner if variant.recipe.method == "dense" else SlowRunner(runner, EXTRA)
+class PlantedDense(_dense.TorchDense):
+    """torch-dense (same name and tolerance) whose pruned variants run ``EXTRA`` slower."""
+
+    help = "TEST ONLY: torch-dense with a planted slowdown of pruned variants"
+
+    def prepare(self, variant: Variant, workdir: Path, device: str) -> Runner:
+        runner = super().prepare(variant, workdir, device)
+        return runner if variant.recipe.method == "dense" else SlowRunner(runner, EXTRA)
+
+
+RUNTIME = PlantedDense()
 
 
 def install(extra: float, monkeypatch=None):

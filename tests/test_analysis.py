@@ -94,3 +94,20 @@ def test_size_table_divides_each_artifact_by_the_dense_safetensors():
     table = size_table(recs)
     assert list(table.columns) == ["model", "method", "sparsity", "torch-csr", "onnxruntime"]
     assert table.iloc[0]["torch-csr"] == "0.60 (0.50)" and table.iloc[0]["onnxruntime"] == "0.99 (0.57)"
+
+
+def test_break_even_from_noise_around_one_is_no_measurable_crossing():
+    """1.00 and 0.98 with CIs around 1.0 (the committed default run's global-l1 on torch-dense) are noise."""
+    recs = [_rec("torch-dense", 0.5, 1.00, half=0.02), _rec("torch-dense", 0.9, 0.98, half=0.02)]
+    (b,) = break_even(recs)
+    assert b.median.sparsity is None
+    assert b.row()["break-even sparsity (median ratio = 1)"] == "no measurable crossing in 0.50–0.90"
+
+
+def test_break_even_needs_a_point_measurably_above_before_one_measurably_below():
+    # measurably below at 0.9, but never measurably above: no crossing can be placed
+    (b,) = break_even([_rec("torch-csr", 0.5, 1.02, half=0.05), _rec("torch-csr", 0.9, 0.6, half=0.05)])
+    assert b.median.sparsity is None and b.median.how == "no measurable crossing"
+    # measurably above at 0.8 and below at 0.9: the crossing is real and interpolated
+    (b,) = break_even([_rec("torch-csr", 0.8, 1.40, half=0.05), _rec("torch-csr", 0.9, 0.79, half=0.04)])
+    assert b.median.sparsity == pytest.approx(0.8 + 0.1 * 0.4 / 0.61)

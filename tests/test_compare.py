@@ -210,3 +210,13 @@ def test_same_code_twice_reports_no_regression_and_equal_deterministic_figures(g
     assert masked.verdict != "regression", res.to_markdown()
     # deterministic figures of every case (the planted one included) are reproduced exactly
     assert not [f for c in res.cases for f in c.findings if f.figure in DETERMINISTIC], res.to_markdown()
+
+
+def test_quality_on_different_data_is_a_note_not_a_regression():
+    base = [_record(quality_cosine=0.99)]  # no quality_split: scored on the old bundled sentences
+    run = [_record(quality_cosine=0.70, quality_split="bbc-news seed=0 eval=250")]
+    res = compare_records(base, run)
+    assert not res.regressions
+    assert [f.figure for c in res.cases for f in c.findings] == ["quality_split"]
+    same = compare_records([_record(quality_r1=0.86, quality_split="s")], [_record(quality_r1=0.80, quality_split="s")])
+    assert [f.figure for c in same.regressions for f in c.findings] == ["quality_r1"]

@@ -84,10 +84,37 @@ def test_flops_count_nonzero_linear_weights_and_attention(tiny_models):
     assert macs(pruned, 2, 16) == 2 * 16 * (linear // 2 + 2 * 2 * 16 * 32)
 
 
-def test_memory_is_measured_in_a_fresh_process(tmp_path):
-    from bench.measure.memory import measure_memory
-    from bench.plan import Case
+def _runner(loaded, method: str, runtime: str, tmp_path, sparsity: float = 0.5, tag: str = ""):
+    from bench.runtimes import Variant, get_runtime
 
-    case = Case("tiny-bert", PruneRecipe("global-l1", 0.5), "torch-masked", batch=2, seq_len=16, threads=1)
-    mem = measure_memory(case.to_dict(), tmp_path)
-    assert mem.peak_mb > mem.floor_mb > 0
+    recipe = PruneRecipe(method, sparsity) if method != "dense" else PruneRecipe("dense")
+    work = tmp_path / f"{method}-{runtime}{tag}"
+    work.mkdir()
+    return get_runtime(runtime).prepare(Variant(loaded, recipe, loaded.batch(2, 16)), work, "cpu")
+
+
+def test_memory_is_measured_in_a_fresh_process(tmp_path, tiny_models):
+    """The parent holds 1 GiB the variant never needs: measured in-process, the floor and peak would hold it."""
+    from bench.measure.memory import _status_mb, measure_memory
+
+    runner = _runner(tiny_models["tiny-bert"], "global-l1", "torch-masked", tmp_path)
+    ballast = torch.ones(2**28)  # 1 GiB, touched
+    parent = _status_mb("VmRSS")
+    mem = measure_memory(runner, tmp_path, threads=1)
+    assert ballast.sum() > 0
+    assert 0 < mem.floor_mb < mem.peak_mb < parent - 900, (mem, parent)
+
+
+@pytest.mark.minilm
+def test_memory_of_identical_tensors_agrees_within_3_percent_and_masks_cost_more(tmp_path, minilm):
+    """A/A: dense and baked global-l1@0.5 hold tensors of identical shapes and dtypes; masked holds more."""
+    from bench.measure.memory import measure_memory
+
+    dense = measure_memory(_runner(minilm, "dense", "torch-dense", tmp_path), tmp_path, threads=1)
+    dense2 = measure_memory(_runner(minilm, "dense", "torch-dense", tmp_path, tag="-again"), tmp_path, threads=1)
+    baked = measure_memory(_runner(minilm, "global-l1", "torch-dense", tmp_path), tmp_path, threads=1)
+    masked = measure_memory(_runner(minilm, "global-l1", "torch-masked", tmp_path), tmp_path, threads=1)
+    assert dense.model_mb > 80  # the 90 MB of weights are in the figure
+    assert dense2.model_mb / dense.model_mb == pytest.approx(1.0, abs=0.03)
+    assert baked.model_mb / dense.model_mb == pytest.approx(1.0, abs=0.03)
+    assert masked.model_mb / dense.model_mb > 1.3

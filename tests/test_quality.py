@@ -262,3 +262,21 @@ def test_minilm_scores_the_bbc_task_well_above_chance_and_pruning_costs_retrieva
     dense_probe = res.figures["probe_acc"].value + res.figures["probe_acc"].drop
     assert dense_probe >= 0.8 and dense_r1 >= 0.6  # five topics: chance is 0.2; 40 candidates: chance 0.025
     assert res.figures["r1"].drop > 0 and res.figures["cosine"].value < 0.9
+
+
+def test_quality_plot_shows_the_task_metric_with_ci_bars():
+    import pandas as pd
+
+    from bench.plots import fidelity_plot
+
+    rows = [dict(status="ok", method=m, recipe=f"{m}@{sp:.2f}", runtime="torch-dense", model="minilm", device="cpu", batch=8,
+                 seq_len=128, sparsity_target=sp, latency_ratio=lat, quality_cosine=cos, quality_r1=r1, quality_r1_lo=r1 - 0.05,
+                 quality_r1_hi=r1 + 0.05, quality_r1_drop=0.9 - r1, quality_meaningful=True)
+            for m, sp, lat, cos, r1 in (("global-l1", 0.5, 1.0, 0.75, 0.87), ("heads+ffn", 0.5, 0.52, 0.52, 0.73))]
+    fig = fidelity_plot(pd.DataFrame(rows))
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "R@1 (95% CI)"
+    bars = [seg for c in ax.collections if hasattr(c, "get_segments") for seg in c.get_segments()]
+    assert sorted(round(float(seg[1][1] - seg[0][1]), 6) for seg in bars) == [0.1, 0.1]  # each point's CI bar
+    without_task = pd.DataFrame(rows).drop(columns=[c for c in rows[0] if c.startswith("quality_r1")])
+    assert fidelity_plot(without_task).axes[0].get_ylabel() == "fidelity: mean cosine to dense"

@@ -65,7 +65,7 @@ def test_verdict_comes_first_and_names_the_command():
     assert verdict < tables
     assert "inference speed and size barely decreased" in md[verdict:tables]
     assert "`prunebench run --plan x.toml`" in md[verdict:tables]
-    assert "the claim holds on torch-masked, torch-dense; it does not hold on torch-csr" in md
+    assert "- (a) zeros in the weights: the claim holds on torch-masked, torch-dense; it does not hold on torch-csr." in md
 
 
 def test_per_model_tables_keep_runtimes_side_by_side_with_efficiency():
@@ -129,3 +129,28 @@ def test_write_report_embeds_relative_plot_links(tmp_path):
     md = write_report(tmp_path).read_text()
     assert "![Latency ratio vs sparsity](plots/latency_vs_sparsity.png)" in md
     assert str(tmp_path) not in md.split("## Plots")[1].split("##")[0]
+
+
+def test_verdict_is_grouped_by_what_a_variant_does_to_the_weights():
+    """A 0.5x structured variant on torch-dense cannot flip the tutorial's group: zeros alone still hold."""
+    recs = [_rec("torch-dense", 0.5, 1.00, pattern="unstructured"), _rec("torch-dense", 0.9, 0.99, pattern="unstructured"),
+            _rec("torch-masked", 0.5, 1.10, size=1.5, pattern="unstructured"),
+            _rec("torch-dense", 0.5, 0.52, size=0.77, method="heads+ffn", pattern="heads+ffn"),
+            _rec("torch-dense", 0.5, 0.52, size=0.77, method="torch-pruning")]  # no pattern field: from its method
+    md = render(recs)
+    answer = md[md.index("**Answer**"):]
+    zeros = next(line for line in answer.splitlines() if line.startswith("- (a)"))
+    removed = next(line for line in answer.splitlines() if line.startswith("- (b)"))
+    assert zeros == "- (a) zeros in the weights: the claim holds on torch-dense, torch-masked."
+    assert removed == "- (b) weights removed: it does not hold on torch-dense."
+    assert "(c)" not in answer
+
+
+def test_dense_in_another_runtime_is_its_own_group_and_dense_against_itself_is_left_out():
+    recs = [_rec("torch-dense", 0.5, 1.0, pattern="unstructured"),
+            _rec("onnxruntime", 0.0, 0.60, method="dense", baseline="tiny-bert/dense/torch-dense/cpu/b2s16"),
+            _rec("torch-dense", 0.0, 1.0, method="dense", baseline="tiny-bert/dense@0.00/torch-dense/cpu/b2s16",
+                 case_id="tiny-bert/dense@0.00/torch-dense/cpu/b2s16")]
+    answer = render(recs)[render(recs).index("**Answer**"):]
+    assert "- (c) other compressions: it does not hold on onnxruntime." in answer
+    assert "on torch-dense, onnxruntime" not in answer

@@ -1,12 +1,15 @@
-"""Peak memory of a variant serving inference, measured in a fresh process.
+"""Peak memory of a variant serving inference, measured in a fresh process that loads what the runtime holds.
 
-Each measurement forks a clean child from a fork server that has imported torch and transformers
-but never run a kernel (so forking is safe and cheap). The child first loads the dense model once and frees it
-(so the code, tokenizer and allocator state any loaded model brings are counted in the floor), reads
-the floor RSS, builds the variant and prepares the runtime, drops the dense source model, resets the
-kernel's peak-RSS counter (``/proc/self/clear_refs`` = 5), runs inference twice and reads ``VmHWM``:
-the peak resident memory while serving, variant included. ``model_mb`` = peak - floor. On CUDA it is
-``torch.cuda.max_memory_allocated`` over the same span.
+The parent writes what the runtime serves (``Runner.serving_files``: the runtime's module with its
+tensors — masked ``weight_orig`` + ``weight_mask`` + hooks, baked dense tensors, sparse CSR/BSR
+tensors — pickled with ``torch.save``; or the ONNX file ORT loads) and a clean child, forked from a
+fork server that has imported torch and transformers but never run a kernel, loads it. The child first
+imports the code that artifact needs (the model's classes, ONNX Runtime) and reads the floor RSS, then
+loads the artifact, runs one warm-up inference (lazy initialisation, compilation), resets the kernel's
+peak-RSS counter (``/proc/self/clear_refs`` = 5), runs inference twice and reads ``VmHWM``: the peak resident memory while serving, variant included. ``model_mb`` =
+peak - floor. Nothing of how the variant was built (the dense source model, pruning's scratch tensors,
+allocator state) reaches the child, so two artifacts holding identical tensors measure the same
+(A/A within a few percent, tested). On CUDA it is ``torch.cuda.max_memory_allocated`` over the same span.
 """
 
 from __future__ import annotations
@@ -45,6 +48,20 @@ def _status_mb(field: str) -> float:
     raise OSError(f"{field} not in /proc/self/status")
 
 
+def _steady_malloc() -> None:
+    """One malloc arena and a fixed mmap threshold in the child: with per-thread arenas and glibc's
+    sliding threshold, the same inference left 137 or 146 MB above the floor from run to run; with
+    these, identical tensors measure the same (the A/A test in tests/test_measure.py)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, 1)  # M_ARENA_MAX
+        libc.mallopt(-3, 1 << 17)  # M_MMAP_THRESHOLD: 128 KiB, fixed
+    except (OSError, AttributeError):
+        pass
+
+
 def _trim() -> None:
     """Give freed heap pages back to the OS, so garbage from building the variant is not counted."""
     try:
@@ -63,34 +80,71 @@ def _reset_hwm() -> bool:
         return False
 
 
-def _child(case: dict, workdir: str, queue) -> None:
+def _loader(spec: dict):
+    """Import what the artifact needs (counted in the floor), and return a function that loads it and
+    returns a callable running one inference."""
+    import importlib
+
+    import torch
+
+    for name in spec.get("imports", ()):
+        importlib.import_module(name)
+    if spec["kind"] == "onnx":
+        from bench.runtimes.onnx_runtime import OrtRunner
+
+        def load():
+            return OrtRunner(Path(spec["path"]), torch.load(spec["inputs"]), spec["device"], spec["threads"])
+        return load
+    if spec["kind"] == "openvino":
+        import openvino as ov
+
+        def load():
+            core = ov.Core()
+            compiled = core.compile_model(core.read_model(spec["path"]), "CPU", spec["config"])
+            request, feed = compiled.create_infer_request(), {k: v.numpy() for k, v in torch.load(spec["inputs"]).items()}
+            return lambda: request.infer(feed)
+        return load
+    if spec["kind"] != "torch":
+        raise ValueError(f"unknown serving artifact kind {spec['kind']!r}")
+
+    def load():
+        obj = torch.load(spec["path"], weights_only=False)
+        net, inputs = obj["net"].eval(), obj["inputs"]
+        if spec.get("compile"):
+            net = torch.compile(net, backend="inductor", dynamic=False)
+
+        def run() -> None:
+            with torch.inference_mode():
+                net(**inputs)
+        return run
+    return load
+
+
+def _child(spec: dict, queue) -> None:
     try:
+        _steady_malloc()
         import torch
 
-        from bench import engine
-
-        torch.set_num_threads(case["threads"])
-        # The floor: load the dense model once and free it, so the code, tokenizer and allocator state that
-        # any loaded model brings are in the floor and the rest is what the variant itself needs.
-        engine.get_model(case["model"])
-        engine.forget_models()
+        torch.set_num_threads(spec["threads"])
+        load = _loader(spec)
         gc.collect()
         _trim()
         floor = _status_mb("VmRSS")
-        runner = engine.build_runner(case, Path(workdir))
-        engine.forget_models()  # the dense source model is not part of what the variant needs to serve
+        run = load()
+        run()  # warm-up: lazy initialisation (and compilation) is not serving
         gc.collect()
         _trim()
-        if case["device"] == "cuda":
+        if spec["device"] == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            runner()
-            runner()
+            run()
+            run()
+            torch.cuda.synchronize()
             queue.put(("ok", Memory(torch.cuda.max_memory_allocated() / 2**20, 0.0, True)))
             return
         reset = _reset_hwm()
-        runner()
-        runner()
+        run()
+        run()
         queue.put(("ok", Memory(_status_mb("VmHWM"), floor, reset)))
     except BaseException as exc:  # report everything to the parent, which records it
         queue.put(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"))
@@ -104,12 +158,13 @@ def _context():
     return _ctx
 
 
-def measure_memory(case: dict, workdir: Path, timeout_s: float = 300.0) -> Memory:
-    """Peak memory of ``case`` (a Case as a dict) in a fresh process; raises on failure, TimeoutError
-    after ``timeout_s`` (``--case-timeout``)."""
+def measure_memory(runner, workdir: Path, threads: int, timeout_s: float = 300.0) -> Memory:
+    """Peak memory of serving ``runner``'s artifact (written to ``workdir``) in a fresh process; raises on
+    failure, TimeoutError after ``timeout_s`` (``--case-timeout``)."""
+    spec = {**runner.serving_files(Path(workdir)), "threads": threads}
     ctx = _context()
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(case, str(workdir), queue), daemon=True)
+    proc = ctx.Process(target=_child, args=(spec, queue), daemon=True)
     proc.start()
     try:
         status, payload = queue.get(timeout=timeout_s)

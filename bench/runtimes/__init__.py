@@ -1,20 +1,19 @@
 """Runtimes: how a variant executes. One module per runtime; this registry maps names to modules.
 
-A runtime module defines ``NAME``, ``HELP``, ``BASELINE`` (the runtime whose dense model is its
-baseline; None = itself), ``TOLERANCE`` (max abs diff allowed against torch-masked),
-``unavailable(device) -> str | None`` and ``prepare(variant, workdir, device) -> Runner``; optionally
-``incompatible(case) -> str | None`` (a dtype or method the runtime cannot run: the case is skipped).
+A runtime module defines a :class:`bench.runtimes.base.Runtime` subclass and ``RUNTIME``, an instance of
+it (see ``base.py`` for the protocol). ``ALIASES`` keeps old runtime names that are now a runtime plus an
+explicit baseline working in plans and on the command line.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
-from types import ModuleType
 
-from .base import Runner, RuntimeUnavailable, TorchRunner, Variant
+from .base import Runner, Runtime, RuntimeUnavailable, TorchRunner, Variant
 
-__all__ = ["RUNTIMES", "Runner", "UnknownRuntime", "RuntimeUnavailable", "TorchRunner", "Variant", "get_runtime", "runtime_names"]
+__all__ = ["ALIASES", "RUNTIMES", "Runner", "Runtime", "UnknownRuntime", "RuntimeUnavailable", "TorchRunner", "Variant",
+           "get_runtime", "runtime_names"]
 
 # runtime name -> module under bench.runtimes, or an absolute module path for a runtime that lives
 # elsewhere (a plugin, or a test-only runtime); add a line to add a runtime
@@ -25,8 +24,15 @@ RUNTIMES: dict[str, str] = {
     "torch-bsr": "torch_bsr",
     "torch-semi24": "torch_semi24",
     "onnxruntime": "onnx_runtime",
-    "onnxruntime-vs-torch": "onnx_vs_torch",
+    "onnxruntime-int8": "onnx_int8",
+    "torch-int8": "torch_int8",
+    "torch-compile": "torch_compile",
+    "openvino": "openvino_fp32",
+    "openvino-sparse-int8": "openvino_sparse_int8",
 }
+
+# old name -> (runtime, baseline runtime): `onnxruntime-vs-torch` was ORT with dense torch as its baseline
+ALIASES: dict[str, tuple[str, str]] = {"onnxruntime-vs-torch": ("onnxruntime", "torch-dense")}
 
 
 class UnknownRuntime(ValueError):
@@ -37,10 +43,16 @@ def runtime_names() -> list[str]:
     return list(RUNTIMES)
 
 
-def get_runtime(name: str) -> ModuleType:
+def get_runtime(name: str) -> Runtime:
+    """The runtime registered as ``name`` (its module's ``RUNTIME``)."""
     if name not in RUNTIMES:
         near = difflib.get_close_matches(name, list(RUNTIMES), n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         raise UnknownRuntime(f"unknown runtime {name!r}{hint}; use one of {', '.join(RUNTIMES)}")
     module = RUNTIMES[name]
-    return importlib.import_module(module if "." in module else f"{__name__}.{module}")
+    mod = importlib.import_module(module if "." in module else f"{__name__}.{module}")
+    runtime = getattr(mod, "RUNTIME", None)
+    if not isinstance(runtime, Runtime):
+        raise TypeError(f"runtime module {mod.__name__} has no RUNTIME instance of bench.runtimes.base.Runtime; "
+                        "define a Runtime subclass and RUNTIME = ThatClass()")
+    return runtime

@@ -1,19 +1,32 @@
-"""What every runtime shares: the Variant it runs and the Runner it returns."""
+"""What every runtime shares: the typed :class:`Runtime` protocol, the Variant it runs, the Runner it
+returns, and the equality gate that judges a runner's outputs before anything is timed.
+
+A runtime is one module defining a :class:`Runtime` subclass and ``RUNTIME = ThatClass()``, plus one line in
+``bench.runtimes.RUNTIMES``. Its members: ``name``, ``help``, ``baseline_runtime`` (the runtime whose dense
+model is its default baseline; None = itself), ``tolerance(dtype, reference)``, ``unavailable(device)``,
+``incompatible(case)`` (default: None), ``versions()`` (library versions that go into env and the case's
+fingerprint), ``prepare(variant, workdir, device) -> Runner``. A quantizing runtime sets ``quality_floor``:
+its gate is the pooled cosine to the fp32 torch-masked outputs, not an elementwise tolerance.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from typing import ClassVar, Iterator
 
 import torch
 from torch import nn
 
 from pruning import PruneRecipe, bake
 
-__all__ = ["DTYPES", "HALF_TOLERANCE", "Runner", "RuntimeUnavailable", "TorchRunner", "Variant", "cuda_unavailable", "file_bytes",
-           "tolerance"]
+__all__ = ["DTYPES", "HALF_TOLERANCE", "Gate", "Runner", "Runtime", "RuntimeUnavailable", "TorchRunner", "Variant",
+           "cuda_unavailable", "equality_gate", "file_bytes", "package_versions", "pooled_cosine",
+           "quiet_ort_quantization"]
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # fp16/bf16 outputs are compared with the fp32 torch-masked reference: the allowed max abs diff is this
@@ -38,10 +51,15 @@ class Variant:
 
     def masked(self) -> nn.Module:
         """The variant as torch.nn.utils.prune leaves it (masks and hooks on); data-aware and recovered
-        recipes are built once and restored from a snapshot (bench.calibrate)."""
-        from bench.calibrate import build_masked
+        recipes are built once and restored from a snapshot (bench.calibrate), others copied from the
+        model's cache of its last pruned recipe."""
+        if self.recipe.needs_calibration:
+            from bench.calibrate import build_masked
 
-        return build_masked(self.loaded, self.recipe)[0].to(DTYPES[self.dtype]).eval()
+            model = build_masked(self.loaded, self.recipe)[0]
+        else:
+            model = self.loaded.pruned(self.recipe)
+        return model.to(DTYPES[self.dtype]).eval()
 
     def baked(self) -> nn.Module:
         """The variant with masks made permanent (plain dense tensors with zeros)."""
@@ -54,12 +72,36 @@ def cuda_unavailable(device: str) -> str | None:
     return None
 
 
-def tolerance(runtime: ModuleType, dtype: str, reference: torch.Tensor) -> float:
-    """Max abs diff a runtime may show against the fp32 torch-masked reference: its ``TOLERANCE`` in fp32,
-    ``HALF_TOLERANCE[dtype]`` x max |reference| in half precision."""
-    if dtype == "float32":
-        return float(runtime.TOLERANCE)
-    return HALF_TOLERANCE[dtype] * float(reference.abs().max())
+def package_versions(*packages: str) -> dict[str, str | None]:
+    """Installed versions of ``packages`` from their metadata (None where absent), without importing them."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for pkg in packages:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+class _DropRootHint(logging.Filter):
+    """Drops onnxruntime.quantization's root-logger advice to run its pre-processing script (a model export
+    already is what that script produces; the equality or quality gate judges the result)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-process" not in record.getMessage()
+
+
+@contextmanager
+def quiet_ort_quantization() -> Iterator[None]:
+    """Within the block, onnxruntime.quantization's pre-processing hint on the root logger is dropped."""
+    root, hint = logging.getLogger(), _DropRootHint()
+    root.addFilter(hint)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint)
 
 
 def file_bytes(path: Path) -> int:
@@ -73,17 +115,28 @@ class Runner:
     """A callable that runs the variant on a fixed input batch.
 
     ``__call__`` runs once (synchronised on CUDA); ``outputs(inputs)`` returns the last hidden state
-    as a CPU fp32 tensor; ``artifact`` is the file or directory the runtime keeps on disk.
+    as a CPU fp32 tensor; ``artifact`` is the file or directory the runtime keeps on disk; ``model`` is
+    a plain torch encoder the engine counts parameters, sparsity and FLOPs on (None: the engine uses the
+    masked variant, which holds the same weights); ``info`` says what the runtime did; ``record`` holds
+    runtime-specific Record fields (e.g. ``compile_s``) the engine copies into the case's record.
     """
 
     device: str = "cpu"
     artifact: Path | None = None
+    model: nn.Module | None = None
+    info: str | None = None
+    record: dict[str, object] = {}
 
     def __call__(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
     def outputs(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def serving_files(self, directory: Path) -> dict:
+        """Write what a fresh process loads to serve this variant (``bench.measure.memory``) into
+        ``directory``; returns the spec the memory child reads: ``kind``, ``path``, ``imports``, ``device``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be loaded in a fresh process")
 
     def artifact_bytes(self) -> int:
         return file_bytes(self.artifact) if self.artifact else 0
@@ -119,6 +172,15 @@ class TorchRunner(Runner):
         self.inputs = {k: v.to(device) for k, v in inputs.items()}
         self.artifact = artifact
 
+    def serving_files(self, directory: Path, net: nn.Module | None = None) -> dict:
+        """The module as the runtime holds it (its tensors, masks and hooks) and the fixed batch, pickled."""
+        net = self.net if net is None else net
+        path = Path(directory) / "serve.pt"
+        torch.save({"net": net, "inputs": self.inputs}, path)
+        mods = {type(m).__module__ for m in net.modules()}
+        mods |= {type(h).__module__ for m in net.modules() for h in m._forward_pre_hooks.values()}
+        return {"kind": "torch", "path": str(path), "imports": sorted(mods), "device": self.device}
+
     def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.inference_mode():
             return self.net(**inputs).last_hidden_state
@@ -131,3 +193,75 @@ class TorchRunner(Runner):
     def outputs(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         inputs = self.inputs if inputs is None else {k: v.to(self.device) for k, v in inputs.items()}
         return self._forward(inputs).float().cpu()
+
+
+class Runtime(ABC):
+    """How a variant executes: the typed protocol every runtime module implements (see the module doc)."""
+
+    name: ClassVar[str]
+    help: ClassVar[str]
+    baseline_runtime: ClassVar[str | None] = None  # default baseline: dense in this runtime (None) or in another
+    fp32_tolerance: ClassVar[float] = 0.0  # max abs diff against torch-masked in float32
+    quality_floor: ClassVar[float | None] = None  # set: the gate is pooled cosine >= this, not a tolerance
+
+    def tolerance(self, dtype: str, reference: torch.Tensor) -> float:
+        """Max abs diff allowed against the fp32 torch-masked reference: ``fp32_tolerance`` in fp32,
+        ``HALF_TOLERANCE[dtype]`` x max |reference| in half precision."""
+        if dtype == "float32":
+            return float(self.fp32_tolerance)
+        return HALF_TOLERANCE[dtype] * float(reference.abs().max())
+
+    def unavailable(self, device: str) -> str | None:
+        """Why this runtime cannot run on ``device`` here (a missing package, no CUDA), or None."""
+        return cuda_unavailable(device)
+
+    def incompatible(self, case) -> str | None:
+        """Why this runtime cannot run ``case`` (a dtype or method it has no kernel for), or None."""
+        return None
+
+    def versions(self) -> dict[str, str | None]:
+        """Versions of the libraries this runtime runs on beyond torch (recorded in env and the fingerprint)."""
+        return {}
+
+    @abstractmethod
+    def prepare(self, variant: Variant, workdir: Path, device: str) -> Runner:
+        """Build the runner for ``variant`` (its artifact written under ``workdir``) on ``device``."""
+
+
+def pooled_cosine(out: torch.Tensor, ref: torch.Tensor, attention_mask: torch.Tensor) -> float:
+    """Mean over the batch of the cosine between mean-pooled (attention-masked) outputs and reference."""
+    mask = attention_mask.unsqueeze(-1).to(torch.float32)
+    a = (out.float() * mask).sum(1) / mask.sum(1).clamp_min(1)
+    b = (ref.float() * mask).sum(1) / mask.sum(1).clamp_min(1)
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=1).mean())
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The equality gate's verdict on one runner: the figures it judged and, when it fails, why."""
+
+    max_abs_diff: float
+    tolerance: float | None  # None for a quality-floor runtime
+    cosine: float | None  # pooled cosine to the reference (quality-floor runtimes)
+    floor: float | None
+    error: str | None  # None: passed
+
+
+def equality_gate(runtime: Runtime, name: str, dtype: str, out: torch.Tensor, ref: torch.Tensor,
+                  attention_mask: torch.Tensor) -> Gate:
+    """Judge a runner's outputs against the fp32 torch-masked reference before timing: within the runtime's
+    tolerance, or (a quantizing runtime) pooled cosine at least its ``quality_floor``."""
+    same = out.shape == ref.shape
+    diff = float((out - ref).abs().max()) if same else float("inf")
+    shapes = f"(shapes {tuple(out.shape)} vs {tuple(ref.shape)})"
+    if runtime.quality_floor is not None:
+        floor = float(runtime.quality_floor)
+        cos = pooled_cosine(out, ref, attention_mask) if same else float("nan")
+        error = None if cos >= floor else (
+            f"{name} outputs fall below its quality floor: pooled cosine to fp32 torch-masked {cos:.4f} < {floor} "
+            f"on the fixed batch {shapes}")
+        return Gate(diff, None, round(cos, 6), floor, error)
+    tol = runtime.tolerance(dtype, ref)
+    error = None if diff <= tol else (
+        f"{name} outputs differ from torch-masked: max abs diff {diff:.3g} > tolerance {tol:.1g} {shapes}")
+    return Gate(diff, tol, None, None, error)

@@ -24,22 +24,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .base import Runner, RuntimeUnavailable, Variant
+from .base import Runner, Runtime, RuntimeUnavailable, Variant, package_versions
 
-__all__ = ["BASELINE", "HELP", "NAME", "OPSET", "OUTPUT", "TOLERANCE", "OrtRunner", "export", "incompatible", "prepare",
-           "unavailable"]
+__all__ = ["OPSET", "OUTPUT", "RUNTIME", "OnnxRuntime", "OrtRunner", "export", "ort_unavailable", "ort_versions"]
 
 log = logging.getLogger("bench.runtimes.onnx_runtime")
 
-NAME = "onnxruntime"
-HELP = "ONNX export of the baked variant, ONNX Runtime (all graph optimisations), vs dense ORT"
-BASELINE = None
-TOLERANCE = 1e-4
 OPSET = 17
 OUTPUT = "last_hidden_state"
 
 
-def unavailable(device: str) -> str | None:
+def ort_unavailable(device: str) -> str | None:
     """Why ONNX Runtime cannot run on ``device`` here (package missing, no CUDA provider), or None."""
     for pkg in ("onnx", "onnxruntime"):
         if importlib.util.find_spec(pkg) is None:
@@ -52,10 +47,9 @@ def unavailable(device: str) -> str | None:
     return None
 
 
-def incompatible(case) -> str | None:
-    if case.dtype != "float32":
-        return f"{case.runtime} exports float32 only; use dtype float32"
-    return None
+def ort_versions() -> dict[str, str | None]:
+    """The onnxruntime version (None where not installed): the env key every run has recorded."""
+    return package_versions("onnxruntime")
 
 
 class _Positional(nn.Module):
@@ -136,11 +130,37 @@ class OrtRunner(Runner):
         self()
         return time.perf_counter() - t0
 
+    def serving_files(self, directory: Path) -> dict:
+        """The ONNX file itself, and the fixed batch beside it."""
+        inputs = Path(directory) / "inputs.pt"
+        torch.save({k: torch.from_numpy(v) for k, v in self.feed.items()}, inputs)
+        return {"kind": "onnx", "path": str(self.artifact), "inputs": str(inputs), "imports": ["onnxruntime"],
+                "device": self.device}
+
     def outputs(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         feed = self.feed if inputs is None else self._feed(inputs)
         return torch.from_numpy(self.session.run([OUTPUT], feed)[0]).float()
 
 
-def prepare(variant: Variant, workdir: Path, device: str) -> OrtRunner:
-    path = export(variant.baked(), variant.inputs, Path(workdir) / "model.onnx")
-    return OrtRunner(path, variant.inputs, device, torch.get_num_threads())
+class OnnxRuntime(Runtime):
+    name = "onnxruntime"
+    help = "ONNX export of the baked variant, ONNX Runtime (all graph optimisations), vs dense ORT"
+    fp32_tolerance = 1e-4
+
+    def unavailable(self, device: str) -> str | None:
+        return ort_unavailable(device)
+
+    def incompatible(self, case) -> str | None:
+        if case.dtype != "float32":
+            return f"{case.runtime} exports float32 only; use dtype float32"
+        return None
+
+    def versions(self) -> dict[str, str | None]:
+        return ort_versions()
+
+    def prepare(self, variant: Variant, workdir: Path, device: str) -> OrtRunner:
+        path = export(variant.baked(), variant.inputs, Path(workdir) / "model.onnx")
+        return OrtRunner(path, variant.inputs, device, torch.get_num_threads())
+
+
+RUNTIME = OnnxRuntime()

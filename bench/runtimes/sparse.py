@@ -20,9 +20,9 @@ from torch import nn
 
 from pruning import discover
 
-from .base import TorchRunner, Variant, cuda_unavailable
+from .base import Runtime, TorchRunner, Variant
 
-__all__ = ["SparseLinear", "SparseRunner", "block_for", "incompatible", "prepare_sparse", "sparsify", "to_bsr", "to_csr", "unavailable"]
+__all__ = ["SparseLinear", "SparseRunner", "SparseRuntime", "block_for", "prepare_sparse", "sparsify", "to_bsr", "to_csr"]
 
 log = logging.getLogger("bench.runtimes.sparse")
 
@@ -99,14 +99,17 @@ class SparseRunner(TorchRunner):
         self.info = info
 
 
-unavailable = cuda_unavailable
+class SparseRuntime(Runtime):
+    """torch-csr / torch-bsr: fp32 only, timed against dense torch."""
 
+    baseline_runtime = "torch-dense"
+    fp32_tolerance = 1e-4
 
-def incompatible(case) -> str | None:
-    """torch's sparse matmul on CPU (MKL) has no half-precision kernels: fp32 only."""
-    if case.dtype != "float32":
-        return f"{case.runtime} runs float32 only (torch's CPU sparse matmul has no {case.dtype} kernel); use dtype float32"
-    return None
+    def incompatible(self, case) -> str | None:
+        """torch's sparse matmul on CPU (MKL) has no half-precision kernels: fp32 only."""
+        if case.dtype != "float32":
+            return f"{case.runtime} runs float32 only (torch's CPU sparse matmul has no {case.dtype} kernel); use dtype float32"
+        return None
 
 
 def prepare_sparse(variant: Variant, workdir: Path, device: str, convert: Callable[[torch.Tensor], torch.Tensor],

@@ -16,16 +16,12 @@ from pathlib import Path
 import torch
 
 from .base import Variant
-from .sparse import SparseRunner, block_for, incompatible, prepare_sparse, to_bsr, unavailable
+from .sparse import SparseRunner, SparseRuntime, block_for, prepare_sparse, to_bsr
 
-__all__ = ["BASELINE", "BLOCK", "HELP", "NAME", "TOLERANCE", "block_size", "incompatible", "prepare", "unavailable"]
+__all__ = ["BLOCK", "RUNTIME", "TorchBsr", "block_size"]
 
 log = logging.getLogger("bench.runtimes.torch_bsr")
 
-NAME = "torch-bsr"
-HELP = "encoder Linear weights as torch block-sparse BSR (block 32, PRUNEBENCH_BSR_BLOCK), vs dense torch"
-BASELINE = "torch-dense"
-TOLERANCE = 1e-4
 BLOCK = 32
 ENV = "PRUNEBENCH_BSR_BLOCK"
 
@@ -40,15 +36,22 @@ def block_size() -> int:
     return int(raw)
 
 
-def prepare(variant: Variant, workdir: Path, device: str) -> SparseRunner:
-    block = block_size()
-    used: set[int] = set()
+class TorchBsr(SparseRuntime):
+    name = "torch-bsr"
+    help = "encoder Linear weights as torch block-sparse BSR (block 32, PRUNEBENCH_BSR_BLOCK), vs dense torch"
 
-    def convert(weight: torch.Tensor) -> torch.Tensor:
-        b = block_for(tuple(weight.shape), block)
-        if b != block:
-            log.warning("weight %s is not divisible by BSR block %d; using %dx%d blocks", tuple(weight.shape), block, b, b)
-        used.add(b)
-        return to_bsr(weight, b)
+    def prepare(self, variant: Variant, workdir: Path, device: str) -> SparseRunner:
+        block = block_size()
+        used: set[int] = set()
 
-    return prepare_sparse(variant, workdir, device, convert, "bsr", lambda: "block=" + ",".join(map(str, sorted(used, reverse=True))))
+        def convert(weight: torch.Tensor) -> torch.Tensor:
+            b = block_for(tuple(weight.shape), block)
+            if b != block:
+                log.warning("weight %s is not divisible by BSR block %d; using %dx%d blocks", tuple(weight.shape), block, b, b)
+            used.add(b)
+            return to_bsr(weight, b)
+
+        return prepare_sparse(variant, workdir, device, convert, "bsr", lambda: "block=" + ",".join(map(str, sorted(used, reverse=True))))
+
+
+RUNTIME = TorchBsr()

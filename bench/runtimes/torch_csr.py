@@ -6,15 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import Variant
-from .sparse import SparseRunner, incompatible, prepare_sparse, to_csr, unavailable
+from .sparse import SparseRunner, SparseRuntime, prepare_sparse, to_csr
 
-__all__ = ["BASELINE", "HELP", "NAME", "TOLERANCE", "incompatible", "prepare", "unavailable"]
-
-NAME = "torch-csr"
-HELP = "encoder Linear weights as torch sparse CSR (torch.addmm), vs dense torch"
-BASELINE = "torch-dense"
-TOLERANCE = 1e-4
+__all__ = ["RUNTIME", "TorchCsr"]
 
 
-def prepare(variant: Variant, workdir: Path, device: str) -> SparseRunner:
-    return prepare_sparse(variant, workdir, device, to_csr, "csr")
+class TorchCsr(SparseRuntime):
+    name = "torch-csr"
+    help = "encoder Linear weights as torch sparse CSR (torch.addmm), vs dense torch"
+
+    def prepare(self, variant: Variant, workdir: Path, device: str) -> SparseRunner:
+        return prepare_sparse(variant, workdir, device, to_csr, "csr")
+
+
+RUNTIME = TorchCsr()

@@ -6,17 +6,21 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from .base import TorchRunner, Variant, cuda_unavailable
+from .base import Runtime, TorchRunner, Variant
 
-NAME = "torch-dense"
-HELP = "dense PyTorch after prune.remove (zeros baked in, no hooks)"
-BASELINE = None
-TOLERANCE = 1e-5
-unavailable = cuda_unavailable
+__all__ = ["RUNTIME", "TorchDense"]
 
 
-def prepare(variant: Variant, workdir: Path, device: str) -> TorchRunner:
-    model = variant.baked()
-    artifact = Path(workdir) / "model.safetensors"
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(artifact))
-    return TorchRunner(model, variant.inputs, device, artifact)
+class TorchDense(Runtime):
+    name = "torch-dense"
+    help = "dense PyTorch after prune.remove (zeros baked in, no hooks)"
+    fp32_tolerance = 1e-5
+
+    def prepare(self, variant: Variant, workdir: Path, device: str) -> TorchRunner:
+        model = variant.baked()
+        artifact = Path(workdir) / "model.safetensors"
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(artifact))
+        return TorchRunner(model, variant.inputs, device, artifact)
+
+
+RUNTIME = TorchDense()

@@ -7,17 +7,21 @@ from pathlib import Path
 
 import torch
 
-from .base import TorchRunner, Variant, cuda_unavailable
+from .base import Runtime, TorchRunner, Variant
 
-NAME = "torch-masked"
-HELP = "dense PyTorch with prune masks and hooks on (what the tutorial timed)"
-BASELINE = None
-TOLERANCE = 0.0
-unavailable = cuda_unavailable
+__all__ = ["RUNTIME", "TorchMasked"]
 
 
-def prepare(variant: Variant, workdir: Path, device: str) -> TorchRunner:
-    model = variant.masked()
-    artifact = Path(workdir) / "masked_state_dict.pt"
-    torch.save(model.state_dict(), artifact)  # what saving a masked model stores: weight_orig + weight_mask
-    return TorchRunner(model, variant.inputs, device, artifact)
+class TorchMasked(Runtime):
+    name = "torch-masked"
+    help = "dense PyTorch with prune masks and hooks on (what the tutorial timed)"
+    fp32_tolerance = 0.0
+
+    def prepare(self, variant: Variant, workdir: Path, device: str) -> TorchRunner:
+        model = variant.masked()
+        artifact = Path(workdir) / "masked_state_dict.pt"
+        torch.save(model.state_dict(), artifact)  # what saving a masked model stores: weight_orig + weight_mask
+        return TorchRunner(model, variant.inputs, device, artifact)
+
+
+RUNTIME = TorchMasked()

@@ -10,4 +10,9 @@ def test_case(case, benchmark, bench_session, record):
     if reason:
         record.reason = reason
         pytest.skip(reason)
-    bench_session.run(case, record, benchmark)
+    if bench_session.isolate:  # a case per subprocess: a crash, hang or OOM costs that case only
+        from bench.isolate import run_isolated
+
+        run_isolated(bench_session, case, record, benchmark)
+    else:
+        bench_session.run(case, record, benchmark)

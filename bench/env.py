@@ -1,0 +1,121 @@
+"""The environment a figure depends on besides its case, and the fingerprint that says when two
+measurements are comparable.
+
+``environment()`` records versions (Python, torch, transformers, numpy, and every registered runtime's
+``versions()``, so a new runtime's library is recorded without editing this module), the CPU model and
+its instruction-set flags that decide which dtypes and kernels make sense (``cpu_flags``), the GPU and the
+git sha. ``fingerprint(case, env)`` hashes the case definition with the ``ENV_KEYS`` fields plus the
+versions of the libraries the case's own runtime and baseline run on: a new runtime's version changes its
+cases' fingerprints only, so records made before it existed stay comparable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+__all__ = ["CPU_FLAGS", "ENV_KEYS", "cpu_flags", "env_difference", "environment", "fingerprint", "runtime_versions"]
+
+log = logging.getLogger("bench.env")
+
+# Environment fields that change what a figure means (a new CPU or torch makes ratios incomparable).
+ENV_KEYS = ("torch", "transformers", "onnxruntime", "cpu", "gpu", "machine")
+# The /proc/cpuinfo flags that decide which dtypes and int8 kernels a CPU runs natively.
+CPU_FLAGS = ("avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+             "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16")
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> tuple[str, ...]:
+    """The ``CPU_FLAGS`` this CPU has, from /proc/cpuinfo (empty where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return tuple(f for f in CPU_FLAGS if f in have)
+    except OSError:
+        pass
+    return ()
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def runtime_versions(names: list[str] | None = None) -> dict[str, str | None]:
+    """The union of the ``versions()`` of the named runtimes (default: every registered runtime)."""
+    from .runtimes import get_runtime, runtime_names
+
+    out: dict[str, str | None] = {}
+    for name in names if names is not None else runtime_names():
+        try:
+            out.update(get_runtime(name).versions())
+        except Exception as exc:  # a broken plugin runtime must not stop the run; its cases say why
+            log.warning("runtime %s: versions() failed (%s)", name, exc)
+    return out
+
+
+@lru_cache(maxsize=1)
+def environment() -> dict:
+    """Versions, CPU (model and flags), GPU and git sha: what a figure depends on besides the case."""
+    import numpy
+    import torch
+    import transformers
+
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "cpu_flags": list(cpu_flags()),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "onnxruntime": None,
+    }
+    env.update(runtime_versions())
+    try:
+        env["git_sha"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                        cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        env["git_sha"] = None
+    return env
+
+
+def _case_versions(case, env: dict) -> dict:
+    """Versions of the libraries the case's runtime and baseline runtime run on, beyond ``ENV_KEYS``."""
+    runtimes = sorted({case.runtime, case.baseline.runtime})
+    keys = sorted(set(runtime_versions(runtimes)) - set(ENV_KEYS))
+    return {k: env.get(k) for k in keys}
+
+
+def fingerprint(case, env: dict) -> str:
+    """A hash of the case definition and the environment fields that change what its figures mean."""
+    payload = {"case": case.to_dict(), "env": {k: env.get(k) for k in ENV_KEYS}}
+    extra = _case_versions(case, env)
+    if extra:  # only cases whose runtime has its own library: older cases keep their fingerprints
+        payload["versions"] = extra
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def env_difference(a: dict, b: dict) -> tuple[str, object, object] | None:
+    """The first fingerprinted environment field that differs between two runs, or None."""
+    for k in ENV_KEYS:
+        if a.get(k) != b.get(k):
+            return k, a.get(k), b.get(k)
+    return None
