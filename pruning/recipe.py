@@ -200,7 +200,18 @@ class PruneRecipe:
         return f"{self.method}{tag}@{self.sparsity:.2f}"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The recipe as a flat dict. The data-aware fields appear only where they differ from the method's
+        defaults, so a recipe written before they existed keeps its fingerprint (records are compared by it)."""
+        d = asdict(self)
+        plain = asdict(PruneRecipe(self.method, self.sparsity, scope=self.scope, norm=self.norm,
+                                   allocation=self.allocation, seed=self.seed))
+        for k in _DATA_AWARE_FIELDS:
+            if d[k] == plain[k]:
+                del d[k]
+        return d
+
+
+_DATA_AWARE_FIELDS = ("importance", "recover", "fit", "calibration", "recover_seconds")
 
 
 def apply(model: nn.Module, recipe: PruneRecipe, calibration=None) -> nn.Module:
