@@ -178,8 +178,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--threshold", type=float, default=0.10, help="relative worsening of a latency ratio that counts; default 0.10")
     g.add_argument("--rounds", type=_count, default=2,
                    help="same-machine path: alternating baseline/candidate runs of each side (default 2)")
-    g.add_argument("--same-machine", action="store_true",
-                   help="measure the baseline's commit here even when the committed baseline's environment matches")
+    g.add_argument("--committed-timing", action="store_true",
+                   help="when the committed baseline's environment matches this machine's, compare timing with its "
+                        "recorded ratios instead of measuring its commit here (sound only on the machine that recorded it)")
     g.add_argument("--work", help="directory for the gate's runs (default: a new temporary directory)")
     g.add_argument("--baseline-python", metavar="PYTHON",
                    help="run the baseline's commit on this interpreter instead of installing it into its own venv")
@@ -547,7 +548,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
 def cmd_gate(a: argparse.Namespace) -> int:
     from bench.gate import run_gate
 
-    result = run_gate(a.baseline, threshold=a.threshold, rounds=a.rounds, same_machine=a.same_machine, work=a.work,
+    result = run_gate(a.baseline, threshold=a.threshold, rounds=a.rounds, committed_timing=a.committed_timing, work=a.work,
                       baseline_python=a.baseline_python, run_timeout_s=a.run_timeout)
     text = result.to_markdown()
     print(text)

@@ -117,10 +117,19 @@ def test_changed_cpu_takes_the_same_machine_path_and_alternates(tmp_path, runs, 
     assert res.exit_code == 0, res.to_markdown()
 
 
-def test_same_environment_uses_the_committed_ratios(tmp_path, runs, replay):
+def test_same_environment_still_measures_the_baseline_in_this_job(tmp_path, runs, replay):
+    """A matching CPU name is not the same machine: by default timing is compared within the job."""
+    base = _baseline(tmp_path, runs["a"], cpu=None)
+    calls = replay([runs["a"], runs["a"]], [runs["b"], runs["b"]])
+    res = run_gate(base, repo=ROOT, rounds=2, work=tmp_path / "w", current_env=_env_of(runs["a"]))
+    assert res.path == "same-machine baseline" and calls == ["baseline", "candidate", "baseline", "candidate"]
+    assert res.exit_code == 0, res.to_markdown()
+
+
+def test_committed_timing_uses_the_committed_ratios_when_the_environment_matches(tmp_path, runs, replay):
     base = _baseline(tmp_path, runs["a"], cpu=None)
     calls = replay([], [runs["b"]])
-    res = run_gate(base, repo=ROOT, work=tmp_path / "w", current_env=_env_of(runs["a"]))
+    res = run_gate(base, repo=ROOT, work=tmp_path / "w", current_env=_env_of(runs["a"]), committed_timing=True)
     assert res.path == "committed baseline" and calls == ["candidate"]
     assert res.exit_code == 0, res.to_markdown()
 
@@ -149,7 +158,8 @@ def test_a_slowdown_in_one_round_only_is_machine_drift_not_a_regression(tmp_path
 def test_changed_deterministic_figure_is_caught_on_either_path(tmp_path, runs, replay, cpu, tamper):
     base = _baseline(tmp_path, runs["a"], cpu=cpu, tamper=tamper)
     replay([runs["a"], runs["a"]], [runs["b"], runs["b"]])
-    res = run_gate(base, repo=ROOT, rounds=2, work=tmp_path / "w", current_env=_env_of(runs["a"]))
+    res = run_gate(base, repo=ROOT, rounds=2, work=tmp_path / "w", current_env=_env_of(runs["a"]),
+                   committed_timing=cpu is None)
     figure = next(iter(tamper))
     assert res.exit_code == 1
     assert [f.figure for c in res.figures.regressions for f in c.findings if f.kind == "regression"] == [figure]
