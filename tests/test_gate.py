@@ -22,24 +22,10 @@ from bench import gate
 from bench.gate import GateError, Side, run_gate
 from bench.records import read_records
 
+from .test_compare import PLAN  # the same tiny-bert A/A + planted-slowdown plan
+
 ROOT = Path(__file__).resolve().parents[1]
 OTHER_CPU = "Intel(R) Xeon(R) Processor (faked by the test)"
-PLAN = """
-name = "gate-test"
-models = ["tiny-bert"]
-runtimes = ["torch-masked", "torch-dense"]
-batch = [8]
-seq_len = [64]
-threads = 1
-ci_target = 0.02
-time_cap_s = 3
-min_rounds = 30
-warmup = 3
-memory = false
-[[recipes]]
-method = "global-l1"
-sparsity = 0.5
-"""
 
 
 def _run(args: list[str], out: Path, script: list[str] | None = None) -> Path:
