@@ -78,6 +78,26 @@ def _phase(phases: dict[str, float], name: str):
         phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
 
 
+def _fp64_rounding(masked: torch.nn.Module, inputs: dict, ref: torch.Tensor) -> float:
+    """Max abs diff of ``ref`` (fp32 outputs of ``masked``) to a float64 copy's outputs on the same inputs.
+
+    The copy goes through ``torch.save`` (a model with ``torch.nn.utils.prune`` masks cannot be
+    deep-copied). A model that cannot run in float64 gives 0.0: the runtime's own tolerance then applies."""
+    import io
+
+    buf = io.BytesIO()
+    try:
+        torch.save(masked, buf)
+        buf.seek(0)
+        wide = torch.load(buf, weights_only=False).double()
+        with torch.inference_mode():
+            out = wide(**inputs).last_hidden_state
+        return float((ref.double() - out).abs().max())
+    except (RuntimeError, TypeError) as exc:  # an op without a float64 kernel
+        log.warning("reference in float64 failed (%s): fp32 rounding not measured", exc)
+        return 0.0
+
+
 def _timed(phases: dict[str, float], name: str, fn):
     with _phase(phases, name):
         return fn()
@@ -111,7 +131,7 @@ class Session:
         self._baselines: dict[str, Runner] = {}
         self._base_size: dict[str, object] = {}
         self._masked: tuple[tuple, torch.nn.Module] | None = None
-        self._reference: dict[tuple, torch.Tensor] = {}
+        self._reference: dict[tuple, tuple[torch.Tensor, float]] = {}
         self._quality = QualityMeter()  # embeddings per (model, recipe, dtype), computed once per run
         self._task: EvalTask | None = None
         self._dense_macs: dict[tuple, int] = {}
@@ -150,11 +170,21 @@ class Session:
 
     def reference(self, case: Case) -> torch.Tensor:
         """torch-masked outputs of the case's variant on its fixed batch (the equality reference)."""
+        return self._reference_and_rounding(case)[0]
+
+    def reference_rounding(self, case: Case) -> float:
+        """Max abs diff between the fp32 reference and the same masked model run in float64: the fp32
+        rounding error of the reference itself (see ``runtimes.base.equality_gate``)."""
+        return self._reference_and_rounding(case)[1]
+
+    def _reference_and_rounding(self, case: Case) -> tuple[torch.Tensor, float]:
         key = (case.model, case.recipe, case.batch, case.seq_len)
         if key not in self._reference:
             inputs = get_model(case.model).batch(case.batch, case.seq_len)
+            masked = self.masked(case.model, case.recipe)
             with torch.inference_mode():
-                self._reference[key] = self.masked(case.model, case.recipe)(**inputs).last_hidden_state.float()
+                ref = masked(**inputs).last_hidden_state.float()
+            self._reference[key] = (ref, _fp64_rounding(masked, inputs, ref))
         return self._reference[key]
 
     def quality_task(self) -> EvalTask:
@@ -269,8 +299,10 @@ class Session:
         with _phase(phases, "equality"):  # equality before speed
             ref = self.reference(case)
             mask = loaded.batch(case.batch, case.seq_len)["attention_mask"]
-            gate = equality_gate(get_runtime(case.runtime), case.runtime, case.dtype, runner.outputs(), ref, mask)
+            rounding = self.reference_rounding(case) if case.dtype == "float32" else None
+            gate = equality_gate(get_runtime(case.runtime), case.runtime, case.dtype, runner.outputs(), ref, mask, rounding)
             rec.max_abs_diff, rec.tolerance, rec.gate_cosine = gate.max_abs_diff, gate.tolerance, gate.cosine
+            rec.reference_fp32_rounding = rounding
         if gate.error:
             raise EqualityError(gate.error)
 

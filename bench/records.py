@@ -77,6 +77,7 @@ class Record:
     size_compressed_ratio: float | None = None
     max_abs_diff: float | None = None
     tolerance: float | None = None
+    reference_fp32_rounding: float | None = None  # fp32 reference vs the masked model in float64 (max abs)
     quality_cosine: float | None = None
     quality_knn_agreement: float | None = None
     quality_meaningful: bool | None = None

@@ -277,3 +277,32 @@ def test_cli_run_records_each_format_and_reports_break_even(tmp_path):
     report = (out / "report.md").read_text()
     assert "## Break-even sparsity" in report
     assert list((out / "plots").glob("breakeven-tiny-bert-cpu-b2s16.png"))
+
+
+def test_fp32_gate_allows_twice_the_references_own_rounding_error_and_says_so():
+    """A recovered model's larger sums round more: the fp32 gate widens to 2x the reference's fp32-vs-float64
+    error, never below the runtime's own tolerance, and a diff beyond both still fails with the numbers."""
+    rt = get_runtime("torch-dense")
+    ref, mask = torch.zeros(1, 4, 3), torch.ones(1, 4, dtype=torch.long)
+    out = ref + 5e-5
+    assert equality_gate(rt, "torch-dense", "float32", out, ref, mask).error  # 5e-5 > 1e-5
+    widened = equality_gate(rt, "torch-dense", "float32", out, ref, mask, rounding=4e-5)
+    assert widened.error is None and widened.tolerance == pytest.approx(8e-5)
+    failed = equality_gate(rt, "torch-dense", "float32", ref + 1e-4, ref, mask, rounding=4e-5)
+    assert "fp32 rounding error 4e-05 vs float64" in failed.error and failed.tolerance == pytest.approx(8e-5)
+    assert equality_gate(rt, "torch-dense", "float32", out, ref, mask, rounding=1e-7).tolerance == 1e-5
+    half = equality_gate(rt, "torch-dense", "bfloat16", out, ref + 1, mask, rounding=1.0)  # half: relative rule only
+    assert half.tolerance == pytest.approx(HALF_TOLERANCE["bfloat16"] * 1.0)
+
+
+def test_reference_rounding_is_measured_in_float64_without_touching_the_cached_masked_model(session):
+    case = Case("tiny-bert", PruneRecipe("heads+ffn", 0.5), "torch-dense", batch=2, seq_len=16, threads=1)
+    rounding = session.reference_rounding(case)
+    masked = session.masked(case.model, case.recipe)
+    assert all(p.dtype == torch.float32 for p in masked.parameters())
+    inputs = load_model("tiny-bert").batch(2, 16)
+    with torch.inference_mode():
+        wide = masked.double()(**inputs).last_hidden_state
+    masked.float()
+    assert rounding == pytest.approx(float((session.reference(case).double() - wide).abs().max()), rel=1e-6)
+    assert 0 < rounding < 1e-5
