@@ -78,24 +78,28 @@ def _phase(phases: dict[str, float], name: str):
         phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
 
 
-def _fp64_rounding(masked: torch.nn.Module, inputs: dict, ref: torch.Tensor) -> float:
-    """Max abs diff of ``ref`` (fp32 outputs of ``masked``) to a float64 copy's outputs on the same inputs.
+def _safe_name(case_id: str) -> str:
+    """A file name for a case id: ``/`` as ``__``, anything outside ``[A-Za-z0-9._+=@-]`` as ``_``, then a short
+    hash of the id (so ids that differ only in those characters stay apart)."""
+    import hashlib
+    import re
 
-    The copy goes through ``torch.save`` (a model with ``torch.nn.utils.prune`` masks cannot be
-    deep-copied). A model that cannot run in float64 gives 0.0: the runtime's own tolerance then applies."""
-    import io
+    name = re.sub(r"[^A-Za-z0-9._+=@-]", "_", case_id.replace("/", "__"))
+    return f"{name}-{hashlib.sha256(case_id.encode()).hexdigest()[:6]}"
 
-    buf = io.BytesIO()
+
+def _fp64_rounding(fresh: torch.nn.Module, inputs: dict, ref: torch.Tensor) -> float | None:
+    """Max abs diff of ``ref`` (fp32 outputs of the masked variant) to ``fresh`` (an independent copy of that
+    variant) run in float64 on the same inputs; None, with a warning, where the model cannot run in float64
+    (the runtime's own tolerance then applies)."""
     try:
-        torch.save(masked, buf)
-        buf.seek(0)
-        wide = torch.load(buf, weights_only=False).double()
+        wide = fresh.double()
         with torch.inference_mode():
             out = wide(**inputs).last_hidden_state
         return float((ref.double() - out).abs().max())
-    except (RuntimeError, TypeError) as exc:  # an op without a float64 kernel
+    except (RuntimeError, TypeError, NotImplementedError) as exc:  # an op without a float64 kernel
         log.warning("reference in float64 failed (%s): fp32 rounding not measured", exc)
-        return 0.0
+        return None
 
 
 def _timed(phases: dict[str, float], name: str, fn):
@@ -142,7 +146,10 @@ class Session:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def workdir(self, case: Case) -> Path:
-        d = self._tmp / case.case_id.replace("/", "__")
+        """The case's scratch directory. Its name keeps only characters no tool reads specially (OpenVINO's
+        ``convert_model`` splits a path at commas, as in ``heads+ffn[fisher,lstsq]``), plus a hash of the
+        case id so two cases never share one."""
+        d = self._tmp / _safe_name(case.case_id)
         d.mkdir(parents=True, exist_ok=True)
         return d
 
@@ -172,7 +179,7 @@ class Session:
         """torch-masked outputs of the case's variant on its fixed batch (the equality reference)."""
         return self._reference_and_rounding(case)[0]
 
-    def reference_rounding(self, case: Case) -> float:
+    def reference_rounding(self, case: Case) -> float | None:
         """Max abs diff between the fp32 reference and the same masked model run in float64: the fp32
         rounding error of the reference itself (see ``runtimes.base.equality_gate``)."""
         return self._reference_and_rounding(case)[1]
@@ -184,7 +191,8 @@ class Session:
             masked = self.masked(case.model, case.recipe)
             with torch.inference_mode():
                 ref = masked(**inputs).last_hidden_state.float()
-            self._reference[key] = (ref, _fp64_rounding(masked, inputs, ref))
+            fresh = Variant(get_model(case.model), case.recipe, {}).masked()  # a copy of the masked variant
+            self._reference[key] = (ref, _fp64_rounding(fresh, inputs, ref))
         return self._reference[key]
 
     def quality_task(self) -> EvalTask:

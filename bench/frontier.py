@@ -228,5 +228,5 @@ def recovery_section(df) -> list[str]:
         lines.append(f"| {r['recipe']} | {r['runtime']} | {_fmt(r.get('latency_ratio'))} [{_fmt(r.get('latency_ratio_lo'))}, "
                      f"{_fmt(r.get('latency_ratio_hi'))}] | {_fmt(r.get('quality_cosine'), '.3f')} | "
                      f"{delta('quality_probe_acc', 'quality_probe_drop')} | {delta('quality_r1', 'quality_r1_drop')} | "
-                     f"{_fmt(r.get('recovery_seconds'), '.0f')} | {r.get('calibration_size') or '–'} |")
+                     f"{_fmt(r.get('recovery_seconds'), '.0f')} | {_fmt(r.get('calibration_size'), '.0f')} |")
     return lines + [""]

@@ -9,7 +9,8 @@ plus the residual — matches the dense model's on the same tokens. Two fits:
 - ``scales``: Kwon's, one scale per kept head / neuron (a least-squares solve over k unknowns),
   folded into the projection's kept columns;
 - ``ridge``: the whole projection (kept columns and bias) re-fitted, ridge-regularised towards its
-  current weights (``RIDGE`` x the mean input energy), which has out_features x more freedom.
+  current weights (a strength x the mean input energy, picked per projection on calibration batches
+  held out of its fit: ``RIDGE_GRID``), which has out_features x more freedom.
   Measured on MiniLM heads+ffn[fisher]@0.50 (held-out cosine to dense): ridge recovers more than
   scales (which did not beat no recovery there), so ridge is the default; both stay selectable.
 
@@ -33,15 +34,18 @@ from .calibration import Calibration, StopForward, capture, mean_pool, run_until
 from .recipe import PruneRecipe, RecipeError
 from .targets import discover, layer_stack
 
-__all__ = ["RIDGE", "Recovery", "distill", "layer_errors", "lstsq", "recover"]
+__all__ = ["RIDGE", "RIDGE_GRID", "VALIDATION_EVERY", "Recovery", "distill", "layer_errors", "lstsq", "recover"]
 
 log = logging.getLogger("pruning.recover")
 
-# ridge strength towards the current weights, relative to the mean diagonal of the input Gram matrix.
-# Picked once on MiniLM heads+ffn[fisher]@0.50 with 128 calibration articles among 1e-3..1 (held-out
-# cosine to dense rose from 1e-3 to a flat optimum near 0.3, then fell): a strong pull towards the dense
-# weights generalises better than a near-exact fit of the calibration tokens.
+# Ridge strength towards the current weights, relative to the mean diagonal of the input Gram matrix.
+# Picked per projection, on the calibration set alone: every VALIDATION_EVERY-th calibration batch is held
+# out of the fit, each strength of RIDGE_GRID is solved on the rest, and the one with the least
+# reconstruction error on the held-out batches wins; the projection is then re-solved on every batch with
+# it. RIDGE is used when the calibration set has too few batches to hold any out.
 RIDGE = 0.3
+RIDGE_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+VALIDATION_EVERY = 4
 
 
 @dataclass(frozen=True)
@@ -153,8 +157,9 @@ def _stats(lin: nn.Linear, ln: nn.Module, block: nn.Module, inputs: Inputs, z_de
     bias = lin.bias.detach().double() if lin.bias is not None else torch.zeros(lin.out_features, dtype=torch.float64, device=dev)
     groups = len(kept) // group
     _, seen = _run_layer(block, inputs, {"lin": lin, "ln": ln})
-    s: dict = {"tt": 0.0, "zz": 0.0, "err0": 0.0}
-    for got, zd_full, m in zip(seen, z_dense, masks):
+    s: dict = {"tt": 0.0, "zz": 0.0, "err0": 0.0, "tt_v": 0.0}
+    held_out = fit == "ridge" and len(seen) >= VALIDATION_EVERY
+    for i, (got, zd_full, m) in enumerate(zip(seen, z_dense, masks)):
         z_d = tokens_of(zd_full, m).double()
         x = tokens_of(got["lin"][0], m).double()[:, kept.to(dev)]
         y = tokens_of(got["lin"][1], m).double()
@@ -165,8 +170,11 @@ def _stats(lin: nn.Linear, ln: nn.Module, block: nn.Module, inputs: Inputs, z_de
         s["err0"] += float((z_d - z_s).pow(2).sum())
         if fit == "ridge":
             xa = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=dev)], dim=1)
-            s["G"] = s.get("G", 0) + xa.t() @ xa
-            s["H"] = s.get("H", 0) + xa.t() @ target
+            v = "_v" if held_out and i % VALIDATION_EVERY == VALIDATION_EVERY - 1 else ""  # held out of the fit
+            s["G" + v] = s.get("G" + v, 0) + xa.t() @ xa
+            s["H" + v] = s.get("H" + v, 0) + xa.t() @ target
+            if v:
+                s["tt_v"] += float(target.pow(2).sum())
         else:
             rhs = target - bias
             if group == 1:
@@ -190,6 +198,14 @@ def _write(lin: nn.Linear, kept: torch.Tensor, new_w: torch.Tensor, new_b: torch
             lin.bias.copy_(new_b.to(lin.bias.dtype))
 
 
+def _ridge(g: torch.Tensor, h: torch.Tensor, prior: torch.Tensor, k: int, strength: float) -> torch.Tensor:
+    """Ridge solution of one projection's normal equations, pulled towards ``prior`` on the k weight
+    columns (not the bias) with ``strength`` x their mean input energy."""
+    reg = torch.zeros_like(g)
+    reg.diagonal()[:k] = strength * float(torch.diagonal(g)[:k].mean())
+    return torch.linalg.solve(g + reg, h + reg @ prior)
+
+
 def _solve(s: dict, lin: nn.Linear, kept: torch.Tensor, group: int, fit: str, layer: int, part: str) -> tuple[dict, dict | None]:
     """Solve one projection's fit from its statistics, write it, and report the error before / after."""
     denom = max(s["zz"], 1e-30)  # errors relative to the dense pre-LayerNorm sum's energy, as layer_errors
@@ -197,15 +213,24 @@ def _solve(s: dict, lin: nn.Linear, kept: torch.Tensor, group: int, fit: str, la
     w, bias, g, h = s["w"], s["bias"], s["G"], s["H"]
     if fit == "ridge":
         k = len(kept)
-        lam = RIDGE * float(torch.diagonal(g)[:k].mean())
-        reg = torch.zeros_like(g)
-        reg.diagonal()[:k] = lam
         prior = torch.cat([w, bias[:, None]], dim=1).t()  # ridge towards the current weights
         prior[k:] = 0
-        sol = torch.linalg.solve(g + reg, h + reg @ prior)
+        strength, val = RIDGE, None
+        if "G_v" in s:  # pick the strength on the held-out calibration batches, then fit on all of them
+            gv, hv = s["G_v"], s["H_v"]
+            val = {}
+            for cand in RIDGE_GRID:
+                sol = _ridge(g, h, prior, k, cand)
+                val[cand] = float(torch.trace(sol.t() @ gv @ sol) - 2 * torch.trace(sol.t() @ hv) + s["tt_v"]) / denom
+            strength = min(val, key=val.get)
+            g, h = g + gv, h + hv  # "tt" already sums every batch
+        sol = _ridge(g, h, prior, k, strength)
         _write(lin, kept, sol[:k].t(), sol[k])
         after = float(torch.trace(sol.t() @ g @ sol) - 2 * torch.trace(sol.t() @ h) + s["tt"]) / denom
-        return {"layer": layer, "part": part, "before": before, "after": max(after, 0.0)}, None
+        err = {"layer": layer, "part": part, "before": before, "after": max(after, 0.0), "ridge": strength}
+        if val is not None:
+            err["validation"] = {f"{c:g}": e for c, e in val.items()}
+        return err, None
     damp = 1e-6 * float(torch.diagonal(g).mean())
     scales = torch.linalg.solve(g + damp * torch.eye(len(g), dtype=g.dtype, device=g.device), h)
     _write(lin, kept, w * scales.repeat_interleave(group)[None, :], None)

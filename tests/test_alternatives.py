@@ -364,6 +364,8 @@ def test_alternatives_section_sorts_by_speed_and_states_a_verdict_from_the_rows(
     assert order == ["heads+ffn@0.50/torch-dense", "dense@0.00/torch-int8", "heads+ffn@0.25/torch-dense",
                      "dense@0.00/onnxruntime", "dense@0.00/torch-dense"]
     assert "dense@0.00 · torch-dense · bfloat16: skipped: bfloat16 ... needs avx512_bf16" in text
+    failed = {**_row("dense@0.00", "openvino", "float32", None, None, "failed"), "error": "Error: no such file"}
+    assert "dense@0.00 · openvino · float32: failed: Error: no such file" in "\n".join(section(frame(recs + [failed])))
     assert (tmp_path / "plots/alternatives_pareto.png").stat().st_size > 0
     recs[3]["quality_cosine"] = 0.9
     worse = section(frame(recs))[4]
@@ -397,3 +399,24 @@ def test_alternatives_plan_runs_end_to_end_ok_or_skipped_with_a_reason(tmp_path)
     assert all(r["status"] == "ok" or (r["status"] == "skipped" and r["reason"]) for r in recs), [r["error"] for r in recs]
     assert all(r["baseline"] == "tiny-bert/dense@0.00/torch-dense/cpu/b2s16" for r in recs)
     assert "## Pruning and its alternatives on this machine" in (out / "report.md").read_text()
+
+
+def test_alternatives_verdict_uses_the_task_drop_where_rows_have_one(tmp_path):
+    """With recall@1 and its paired drop on the rows, "still good" is a drop of at most 2 points vs dense fp32
+    (not a cosine): a faster row with a 3-point drop loses to a slower one with a 1-point drop, and the table
+    shows the change with its CI."""
+    from bench.alternatives import section
+    from bench.report import frame
+
+    def task(row, r1, drop):
+        return {**row, "quality_r1": r1, "quality_r1_drop": drop, "quality_r1_drop_lo": drop - 0.02,
+                "quality_r1_drop_hi": drop + 0.02}
+
+    recs = [task(_row("dense@0.00", "torch-dense", "float32", 1.0, 1.0), 0.86, 0.0),
+            task(_row("dense@0.00", "torch-int8", "float32", 0.6, 0.999), 0.83, 0.03),
+            task(_row("heads+ffn@0.25", "torch-dense", "float32", 0.7, 0.95), 0.85, 0.01)]
+    text = "\n".join(section(frame(recs), tmp_path))
+    assert ("**Verdict:** Fastest at a R@1 drop of at most 2 points vs dense fp32 on this machine: heads+ffn@0.25 · "
+            "torch-dense · float32, 1.43x") in text
+    assert "0.830 (Δ -0.030 [-0.050, -0.010])" in text and "R@1 (Δ vs dense fp32 [CI])" in text
+    assert (tmp_path / "plots/alternatives_pareto.png").stat().st_size > 0

@@ -58,3 +58,20 @@ def test_default_plan_shows_weight_norm_and_data_aware_recovered_side_by_side():
     labels = {c.recipe.label for c in builtin_plan("default").cases}
     for s in ("0.25", "0.50"):
         assert {f"heads+ffn@{s}", f"heads+ffn[fisher]@{s}", f"heads+ffn[fisher,lstsq]@{s}"} <= labels
+
+
+def test_recovery_section_puts_unrecovered_and_recovered_side_by_side_without_nan():
+    """Rows from a DataFrame carry NaN where a field is absent (an unrecovered variant has no calibration
+    size): the cell reads "–", never "nan"."""
+    from bench.frontier import recovery_section
+    from bench.report import frame
+
+    base = {"status": "ok", "pattern": "heads+ffn", "runtime": "torch-dense", "sparsity_target": 0.5,
+            "latency_ratio": 0.55, "latency_ratio_lo": 0.5, "latency_ratio_hi": 0.6, "quality_cosine": 0.5,
+            "quality_r1": 0.7, "quality_r1_drop": 0.16, "quality_probe_acc": 0.94, "quality_probe_drop": 0.0}
+    recs = [{**base, "recipe": "heads+ffn@0.50", "importance": "magnitude", "recovery_method": "none"},
+            {**base, "recipe": "heads+ffn[fisher,lstsq]@0.50", "importance": "fisher", "recovery_method": "lstsq",
+             "recovery_seconds": 12.0, "calibration_size": 256, "quality_cosine": 0.85}]
+    text = "\n".join(recovery_section(frame(recs)))
+    assert "| heads+ffn@0.50 | torch-dense | 0.55 [0.50, 0.60] | 0.500 |" in text
+    assert text.count("| 12 | 256 |") == 1 and "nan" not in text

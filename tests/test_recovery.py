@@ -180,3 +180,48 @@ def test_prune_cli_saves_the_recovered_model(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "recovery: lstsq" in p.stdout
     assert load_model(str(out)).model is not None
+
+
+def test_ridge_strength_is_picked_per_projection_on_held_out_calibration_batches(bert, monkeypatch):
+    """With enough calibration batches every 4th is held out of the fit: each projection's strength is the
+    grid value with the least held-out error; with one batch (nothing to hold out) it is RIDGE; a one-value
+    grid fixes it."""
+    import pruning.recover as rec
+
+    cal64 = calibration_for(bert, PruneRecipe("heads", 0.25, recover="lstsq", calibration=64))
+    assert len(cal64.batches) >= rec.VALIDATION_EVERY
+    dense = bert.fresh().eval()
+    errors, _ = lstsq(apply(bert.fresh(), PruneRecipe("heads", 0.25)).eval(), dense, cal64, "ridge")
+    assert len(errors) == 4
+    for e in errors:
+        assert set(e["validation"]) == {f"{g:g}" for g in rec.RIDGE_GRID}
+        assert f"{e['ridge']:g}" == min(e["validation"], key=e["validation"].get)
+        assert e["after"] < e["before"]
+    one = calibration_for(bert, PruneRecipe("heads", 0.25, recover="lstsq", calibration=CAL))
+    fixed, _ = lstsq(apply(bert.fresh(), PruneRecipe("heads", 0.25)).eval(), dense, one, "ridge")
+    assert all(e["ridge"] == rec.RIDGE and "validation" not in e for e in fixed)
+    monkeypatch.setattr(rec, "RIDGE_GRID", (0.3,))
+    pinned, _ = lstsq(apply(bert.fresh(), PruneRecipe("heads", 0.25)).eval(), dense, cal64, "ridge")
+    assert all(e["ridge"] == 0.3 and list(e["validation"]) == ["0.3"] for e in pinned)
+
+
+def test_quality_study_scores_each_recipe_once_and_refuses_a_bad_grid(tmp_path):
+    plan = tmp_path / "p.toml"
+    plan.write_text('name = "s"\nmodels = ["tiny-bert"]\nruntimes = ["torch-dense", "torch-masked"]\n'
+                    '[[recipes]]\nmethod = "heads+ffn"\nsparsity = [0.5]\n'
+                    '[[recipes]]\nmethod = "heads+ffn"\nsparsity = [0.5]\nrecover = "lstsq"\ncalibration = 16\n')
+    from bench.study import main
+
+    assert main(["--plan", str(plan), "--out", str(tmp_path / "o"), "--ridge-grid", "0.3"]) == 0
+    import json
+
+    rows = [json.loads(x) for x in (tmp_path / "o" / "study.jsonl").read_text().splitlines()]
+    assert [r["recipe"] for r in rows] == ["heads+ffn@0.50", "heads+ffn[lstsq,cal16]@0.50"]
+    assert all(r["status"] == "ok" and 0 < r["quality_cosine"] <= 1 for r in rows) and rows[1]["ridge_grid"] == [0.3]
+    assert rows[1]["quality_cosine"] != rows[0]["quality_cosine"]
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert "python -m bench.study --plan" in report and "| heads+ffn[lstsq,cal16]@0.50 | ok |" in report
+    for bad in ("0", "x,1"):
+        proc = subprocess.run([sys.executable, "-m", "bench.study", "--plan", str(plan), "--out", str(tmp_path / "b"),
+                               "--ridge-grid", bad], capture_output=True, text=True)
+        assert proc.returncode == 2 and "--ridge-grid" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,140 @@
+"""Quality-only study of pruning and recovery choices: ``python -m bench.study --plan PLAN --out DIR``.
+
+Recovery changes no shape, so the latency of a recovered variant is the latency of the unrecovered one
+(the benchmark shows it); what differs is quality. This scores every distinct recipe of a plan on the
+held-out split exactly as a run does (``bench.measure.quality``: the same meter, items and bootstrap
+CIs) without timing anything, which is what comparing importance scores, recovery fits and
+distillation budgets needs. It writes ``study.jsonl`` (one line per recipe: its fields, build seconds,
+recovery figures, quality fields), ``report.md`` (one table) and ``command.txt`` under ``--out``.
+
+``--ridge-grid 0.3`` replaces lstsq's per-projection strength search (``pruning.recover.RIDGE_GRID``)
+for this process: how the study compares one fixed strength with the strength picked on held-out
+calibration batches. A recipe that fails is recorded with its error and the study goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "study"]
+
+log = logging.getLogger("bench.study")
+
+
+def _fmt(x, spec: str = ".3f") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def _cell(row: dict, value: str, drop: str) -> str:
+    if row.get(value) is None:
+        return "–"
+    d = row.get(drop)
+    ci = f" [{-row[drop + '_hi']:+.3f}, {-row[drop + '_lo']:+.3f}]" if d is not None and row.get(drop + "_lo") is not None else ""
+    return f"{row[value]:.3f} ({-d:+.3f}{ci})" if d is not None else f"{row[value]:.3f}"
+
+
+def study(plan, out: Path, ridge_grid: tuple[float, ...] | None = None) -> list[dict]:
+    """Score every distinct (model, recipe) of the plan at float32; one row per recipe (see the module doc)."""
+    import pruning.recover as recover
+    from bench.calibrate import build_masked, record_fields
+    from bench.measure.quality import MAX_LEN, QualityMeter, corpus_task
+    from bench.models import load_model
+    from pruning import PruneRecipe, bake
+
+    if ridge_grid:
+        recover.RIDGE_GRID = tuple(ridge_grid)
+    seen, rows = set(), []
+    meter, task = QualityMeter(), corpus_task()
+    out.mkdir(parents=True, exist_ok=True)
+    for case in plan.cases:
+        key = (case.model, case.recipe)
+        if key in seen:
+            continue
+        seen.add(key)
+        loaded = load_model(case.model)
+        dense_key = (case.model, PruneRecipe("dense"), "float32")
+        row = {"model": case.model, "recipe": case.recipe.label, **case.recipe.to_dict(),
+               "ridge_grid": list(recover.RIDGE_GRID), "status": "ok", "error": None}
+        t0 = time.perf_counter()
+        try:
+            def net(k, loaded=loaded, dense_key=dense_key):
+                return loaded.model if k == dense_key else bake(build_masked(loaded, k[1])[0]).eval()
+
+            res = meter.measure(dense_key, (case.model, case.recipe, "float32"), net, loaded.encode, task, MAX_LEN,
+                                task_metrics=loaded.weights == "pretrained")
+            row.update(record_fields(loaded, case.recipe))
+            row.update(res.record_fields())
+        except Exception as exc:  # recorded, and the study goes on
+            log.exception("%s failed", case.recipe.label)
+            row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        rows.append(row)
+        with (out / "study.jsonl").open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        print(f"prunebench study: {row['recipe']}: {row['status']} cosine {_fmt(row.get('quality_cosine'))} "
+              f"R@1 {_fmt(row.get('quality_r1'))} ({row['seconds']} s)", flush=True)
+    return rows
+
+
+def render(rows: list[dict], command: str) -> str:
+    """The study's markdown table, its command above it."""
+    lines = ["# Quality study (held-out split, no timing)", "", f"`{command}`", "",
+             "Quality on the held-out split of the corpus, each figure with its paired change vs dense and the 95% "
+             "bootstrap CI of that change. lstsq ridge: strength picked per projection on held-out calibration "
+             "batches from the grid shown, unless the grid has one value.", "",
+             "| recipe | status | cosine | R@1 (Δ [CI]) | probe acc (Δ [CI]) | kNN acc (Δ) | build s | distill s / steps | ridge grid |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        dist = f"{_fmt(r.get('distill_seconds'), '.0f')} / {len(r['distill_loss']) if r.get('distill_loss') else '–'}"
+        grid = ",".join(f"{g:g}" for g in r["ridge_grid"]) if "lstsq" in str(r.get("recover", "")) else "–"
+        lines.append(f"| {r['recipe']} | {r['status'] if r['status'] == 'ok' else r['error']} | {_fmt(r.get('quality_cosine'))} | "
+                     f"{_cell(r, 'quality_r1', 'quality_r1_drop')} | {_cell(r, 'quality_probe_acc', 'quality_probe_drop')} | "
+                     f"{_cell(r, 'quality_knn_acc', 'quality_knn_drop')} | {_fmt(r.get('build_seconds'), '.0f')} | {dist} | {grid} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.study", description=__doc__.splitlines()[0])
+    p.add_argument("--plan", required=True, help="TOML plan whose distinct recipes are scored")
+    p.add_argument("--out", required=True, help="directory for study.jsonl, report.md, command.txt")
+    p.add_argument("--ridge-grid", help="lstsq ridge strengths to pick from, comma-separated (one value: fixed)")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        grid = tuple(float(x) for x in a.ridge_grid.split(",") if x.strip()) if a.ridge_grid else None
+    except ValueError:
+        print(f"prunebench study: --ridge-grid {a.ridge_grid!r} is not a comma-separated list of numbers; e.g. 0.1,0.3,1", file=sys.stderr)
+        return 2
+    if grid is not None and (not grid or min(grid) <= 0):
+        print("prunebench study: --ridge-grid needs positive strengths, e.g. 0.1,0.3,1", file=sys.stderr)
+        return 2
+    from bench.plan import PlanError, load_plan
+    from pruning import RecipeError
+
+    if not Path(a.plan).is_file():
+        print(f"prunebench study: no plan file {a.plan!r}; pass a TOML plan such as bench/plans/recovery.toml", file=sys.stderr)
+        return 2
+    try:
+        plan = load_plan(a.plan)
+    except (PlanError, RecipeError) as exc:
+        print(f"prunebench study: {exc}", file=sys.stderr)
+        return 2
+    out = Path(a.out)
+    command = "python -m bench.study " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
+    if (out / "study.jsonl").exists():
+        (out / "study.jsonl").unlink()
+    rows = study(plan, out, grid)
+    (out / "command.txt").write_text(command + "\n")
+    (out / "report.md").write_text(render(rows, command))
+    print(f"prunebench study: {len(rows)} recipes -> {out / 'report.md'}")
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
