@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 __all__ = ["FLOOR_METRICS", "Floor", "FrontierError", "FrontierPoint", "frontier_section", "meets", "parse_floor",
-           "recovery_section", "search", "write_frontier_plot"]
+           "recovery_section", "search", "write_distill_plot", "write_frontier_plot"]
 
 log = logging.getLogger("bench.frontier")
 
@@ -207,7 +207,7 @@ def write_frontier_plot(df, run_dir: Path) -> Path | None:
     return out
 
 
-def recovery_section(df) -> list[str]:
+def recovery_section(df, run_dir: Path | None = None) -> list[str]:
     """Before / after recovery side by side: per structured recipe, importance, recovery, latency ratio,
     held-out cosine, probe accuracy and its paired change, title -> body recall@1, recovery seconds."""
     if not len(df) or "recovery_method" not in df or "importance" not in df:
@@ -229,4 +229,40 @@ def recovery_section(df) -> list[str]:
                      f"{_fmt(r.get('latency_ratio_hi'))}] | {_fmt(r.get('quality_cosine'), '.3f')} | "
                      f"{delta('quality_probe_acc', 'quality_probe_drop')} | {delta('quality_r1', 'quality_r1_drop')} | "
                      f"{_fmt(r.get('recovery_seconds'), '.0f')} | {_fmt(r.get('calibration_size'), '.0f')} |")
+    if run_dir is not None and (Path(run_dir) / "plots" / DISTILL_PLOT).is_file():
+        lines += ["", f"![distillation loss](plots/{DISTILL_PLOT})"]
     return lines + [""]
+
+
+DISTILL_PLOT = "distill_loss.png"
+
+
+def write_distill_plot(df, run_dir: Path) -> Path | None:
+    """The distillation loss curve of every distilled variant (one line per recipe, over its time budget; a
+    record keeps up to 51 evenly spaced points of the curve); None, and no file, when nothing was distilled."""
+    out = Path(run_dir) / "plots" / DISTILL_PLOT
+    if not len(df) or "distill_loss" not in df:
+        out.unlink(missing_ok=True)
+        return None
+    curves = {}
+    for r in df.to_dict("records"):
+        loss = r.get("distill_loss")
+        if isinstance(loss, list) and loss and r.get("recipe") not in curves:
+            curves[r["recipe"]] = (loss, r.get("distill_seconds"))
+    if not curves:
+        out.unlink(missing_ok=True)
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.5), layout="constrained")
+    ax = fig.subplots()
+    for label, (loss, secs) in curves.items():
+        x = [100 * i / max(len(loss) - 1, 1) for i in range(len(loss))]
+        ax.plot(x, loss, label=f"{label} ({_fmt(secs, '.0f')} s)")
+    ax.set(xlabel="progress through the distillation budget (%)", ylabel="loss (1 − cosine + MSE to dense embeddings)",
+           title="distillation loss", yscale="log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    return out

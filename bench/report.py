@@ -329,7 +329,7 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
     lines += _structured_section(df)
     from .frontier import frontier_section, recovery_section
 
-    lines += recovery_section(df)
+    lines += recovery_section(df, run_dir)
     lines += frontier_section(df, run_dir)
     for model, g in df.groupby("model", sort=False):
         w = g["weights"].dropna().unique() if "weights" in g else []
@@ -353,9 +353,10 @@ def write_report(run_dir: Path, command: str | None = None) -> Path:
     if command is None and (run_dir / "command.txt").is_file():
         command = (run_dir / "command.txt").read_text().strip()
     written = write_plots(frame(records), run_dir / "plots")
-    from .frontier import write_frontier_plot
+    from .frontier import write_distill_plot, write_frontier_plot
 
     write_frontier_plot(frame(records), run_dir)  # linked from the frontier section, when the run is a frontier
+    write_distill_plot(frame(records), run_dir)  # linked from the recovery section, when a variant was distilled
     plots = [(title, path.relative_to(run_dir).as_posix()) for title, path in written]
     out = run_dir / "report.md"
     out.write_text(render(records, run_dir, command, plots), encoding="utf-8")

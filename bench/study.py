@@ -7,7 +7,7 @@ CIs) without timing anything, which is what comparing importance scores, recover
 distillation budgets needs. It writes ``study.jsonl`` (one line per recipe: its fields, build seconds,
 recovery figures, quality fields), ``report.md`` (one table) and ``command.txt`` under ``--out``.
 
-``--ridge-grid 0.3`` replaces lstsq's per-projection strength search (``pruning.recover.RIDGE_GRID``)
+``--select TEXT`` scores only the recipes whose label contains TEXT. ``--ridge-grid 0.3`` replaces lstsq's per-projection strength search (``pruning.recover.RIDGE_GRID``)
 for this process: how the study compares one fixed strength with the strength picked on held-out
 calibration batches. A recipe that fails is recorded with its error and the study goes on.
 """
@@ -39,7 +39,7 @@ def _cell(row: dict, value: str, drop: str) -> str:
     return f"{row[value]:.3f} ({-d:+.3f}{ci})" if d is not None else f"{row[value]:.3f}"
 
 
-def study(plan, out: Path, ridge_grid: tuple[float, ...] | None = None) -> list[dict]:
+def study(plan, out: Path, ridge_grid: tuple[float, ...] | None = None, select: str | None = None) -> list[dict]:
     """Score every distinct (model, recipe) of the plan at float32; one row per recipe (see the module doc)."""
     import pruning.recover as recover
     from bench.calibrate import build_masked, record_fields
@@ -54,7 +54,7 @@ def study(plan, out: Path, ridge_grid: tuple[float, ...] | None = None) -> list[
     out.mkdir(parents=True, exist_ok=True)
     for case in plan.cases:
         key = (case.model, case.recipe)
-        if key in seen:
+        if key in seen or (select and select not in case.recipe.label):
             continue
         seen.add(key)
         loaded = load_model(case.model)
@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.study", description=__doc__.splitlines()[0])
     p.add_argument("--plan", required=True, help="TOML plan whose distinct recipes are scored")
     p.add_argument("--out", required=True, help="directory for study.jsonl, report.md, command.txt")
+    p.add_argument("--select", help="score only recipes whose label contains this text, e.g. 'lstsq]'")
     p.add_argument("--ridge-grid", help="lstsq ridge strengths to pick from, comma-separated (one value: fixed)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -129,9 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench.study " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     if (out / "study.jsonl").exists():
         (out / "study.jsonl").unlink()
-    rows = study(plan, out, grid)
+    rows = study(plan, out, grid, a.select)
     (out / "command.txt").write_text(command + "\n")
-    (out / "report.md").write_text(render(rows, command))
+    from bench.frontier import DISTILL_PLOT, write_distill_plot
+    from bench.report import frame
+
+    text = render(rows, command)
+    if write_distill_plot(frame(rows), out) is not None:
+        text += f"\n![distillation loss](plots/{DISTILL_PLOT})\n"
+    (out / "report.md").write_text(text)
     print(f"prunebench study: {len(rows)} recipes -> {out / 'report.md'}")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 

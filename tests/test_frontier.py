@@ -75,3 +75,20 @@ def test_recovery_section_puts_unrecovered_and_recovered_side_by_side_without_na
     text = "\n".join(recovery_section(frame(recs)))
     assert "| heads+ffn@0.50 | torch-dense | 0.55 [0.50, 0.60] | 0.500 |" in text
     assert text.count("| 12 | 256 |") == 1 and "nan" not in text
+
+
+def test_distillation_loss_plot_is_written_and_linked_only_when_a_variant_was_distilled(tmp_path):
+    from bench.frontier import DISTILL_PLOT, recovery_section, write_distill_plot
+    from bench.report import frame
+
+    base = {"status": "ok", "pattern": "heads+ffn", "runtime": "torch-dense", "sparsity_target": 0.5, "latency_ratio": 0.5,
+            "latency_ratio_lo": 0.45, "latency_ratio_hi": 0.55, "importance": "fisher"}
+    plain = [{**base, "recipe": "heads+ffn@0.50", "importance": "magnitude", "recovery_method": "none"},
+             {**base, "recipe": "heads+ffn[fisher,lstsq]@0.50", "recovery_method": "lstsq"}]
+    assert write_distill_plot(frame(plain), tmp_path) is None and not (tmp_path / "plots" / DISTILL_PLOT).exists()
+    distilled = plain + [{**base, "recipe": "heads+ffn[fisher,lstsq+distill,2s]@0.50", "recovery_method": "lstsq+distill",
+                          "distill_seconds": 2.0, "distill_loss": [0.5, 0.3, 0.2, 0.15]}]
+    path = write_distill_plot(frame(distilled), tmp_path)
+    assert path == tmp_path / "plots" / DISTILL_PLOT and path.stat().st_size > 0
+    assert f"![distillation loss](plots/{DISTILL_PLOT})" in "\n".join(recovery_section(frame(distilled), tmp_path))
+    assert write_distill_plot(frame(plain), tmp_path) is None and not path.exists()  # a re-render without one removes it
