@@ -107,6 +107,7 @@ def record_fields(loaded, recipe: PruneRecipe) -> dict:
         "recovery_seconds": round(rec.seconds, 3) if rec is not None else None,
         "distill_seconds": round(rec.distill_seconds, 3) if rec is not None and rec.distill_seconds else None,
         "distill_loss": [round(x, 6) for x in curve] or None,
+        "distill_steps": rec.steps if rec is not None and rec.distill_seconds else None,
         "build_seconds": round(secs, 3) if snap is not None else None,
         "calibration_size": recipe.calibration if recipe.needs_calibration else None,
     }

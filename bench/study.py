@@ -91,17 +91,30 @@ def render(rows: list[dict], command: str) -> str:
              "| recipe | status | cosine | R@1 (Δ [CI]) | probe acc (Δ [CI]) | kNN acc (Δ) | build s | distill s / steps | ridge grid |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        dist = f"{_fmt(r.get('distill_seconds'), '.0f')} / {len(r['distill_loss']) if r.get('distill_loss') else '–'}"
-        grid = ",".join(f"{g:g}" for g in r["ridge_grid"]) if "lstsq" in str(r.get("recover", "")) else "–"
+        dist = f"{_fmt(r.get('distill_seconds'), '.0f')} / {r.get('distill_steps') or '–'}"
+        ridge = "lstsq" in str(r.get("recover", "")) and r.get("fit", "ridge") == "ridge"
+        grid = ",".join(f"{g:g}" for g in r["ridge_grid"]) if ridge else "–"
         lines.append(f"| {r['recipe']} | {r['status'] if r['status'] == 'ok' else r['error']} | {_fmt(r.get('quality_cosine'))} | "
                      f"{_cell(r, 'quality_r1', 'quality_r1_drop')} | {_cell(r, 'quality_probe_acc', 'quality_probe_drop')} | "
                      f"{_cell(r, 'quality_knn_acc', 'quality_knn_drop')} | {_fmt(r.get('build_seconds'), '.0f')} | {dist} | {grid} |")
     return "\n".join(lines) + "\n"
 
 
+def _write_report(rows: list[dict], out: Path, command: str) -> None:
+    """report.md (and plots/distill_loss.png when a recipe was distilled) under ``out``."""
+    from bench.frontier import DISTILL_PLOT, write_distill_plot
+    from bench.report import frame
+
+    text = render(rows, command)
+    if write_distill_plot(frame(rows), out) is not None:
+        text += f"\n![distillation loss](plots/{DISTILL_PLOT})\n"
+    (out / "report.md").write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.study", description=__doc__.splitlines()[0])
-    p.add_argument("--plan", required=True, help="TOML plan whose distinct recipes are scored")
+    p.add_argument("--plan", help="TOML plan whose distinct recipes are scored")
+    p.add_argument("--render", action="store_true", help="only rewrite --out's report.md and plot from its study.jsonl")
     p.add_argument("--out", required=True, help="directory for study.jsonl, report.md, command.txt")
     p.add_argument("--select", help="score only recipes whose label contains this text, e.g. 'lstsq]'")
     p.add_argument("--ridge-grid", help="lstsq ridge strengths to pick from, comma-separated (one value: fixed)")
@@ -118,7 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     from bench.plan import PlanError, load_plan
     from pruning import RecipeError
 
-    if not Path(a.plan).is_file():
+    out = Path(a.out)
+    if a.render:
+        if not (out / "study.jsonl").is_file():
+            print(f"prunebench study: no {out / 'study.jsonl'}; run the study first (--plan PLAN --out {out})", file=sys.stderr)
+            return 2
+        rows = [json.loads(x) for x in (out / "study.jsonl").read_text().splitlines() if x.strip()]
+        _write_report(rows, out, (out / "command.txt").read_text().strip() if (out / "command.txt").is_file() else "")
+        return 0
+    if not a.plan or not Path(a.plan).is_file():
         print(f"prunebench study: no plan file {a.plan!r}; pass a TOML plan such as bench/plans/recovery.toml", file=sys.stderr)
         return 2
     try:
@@ -126,19 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     except (PlanError, RecipeError) as exc:
         print(f"prunebench study: {exc}", file=sys.stderr)
         return 2
-    out = Path(a.out)
     command = "python -m bench.study " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     if (out / "study.jsonl").exists():
         (out / "study.jsonl").unlink()
     rows = study(plan, out, grid, a.select)
     (out / "command.txt").write_text(command + "\n")
-    from bench.frontier import DISTILL_PLOT, write_distill_plot
-    from bench.report import frame
-
-    text = render(rows, command)
-    if write_distill_plot(frame(rows), out) is not None:
-        text += f"\n![distillation loss](plots/{DISTILL_PLOT})\n"
-    (out / "report.md").write_text(text)
+    _write_report(rows, out, command)
     print(f"prunebench study: {len(rows)} recipes -> {out / 'report.md'}")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
