@@ -144,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     fr.add_argument("--steps", type=_count, default=5, help="bisection steps per method (default 5)")
     fr.add_argument("--time-cap", type=float, help="seconds of paired latency rounds per timed case")
     fr.add_argument("--out", help="run directory (default: results/<run-id>)")
+    fr.add_argument("--allocation", help="heads/ffn: uniform | global (layers: importance | top)")
     _recovery_flags(fr)
 
     rp = sub.add_parser("report", help="regenerate report.md of a run from its records")
@@ -440,6 +441,8 @@ def cmd_frontier(a: argparse.Namespace) -> int:
     from pruning import PruneRecipe, bake
 
     data = _recovery_keys(a)
+    if a.allocation:
+        data["allocation"] = a.allocation
     methods = a.methods or ["heads+ffn"]
     for m in methods:
         probe = PruneRecipe(m, 0.5, **data)
