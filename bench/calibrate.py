@@ -108,6 +108,9 @@ def record_fields(loaded, recipe: PruneRecipe) -> dict:
         "distill_seconds": round(rec.distill_seconds, 3) if rec is not None and rec.distill_seconds else None,
         "distill_loss": [round(x, 6) for x in curve] or None,
         "distill_steps": rec.steps if rec is not None and rec.distill_seconds else None,
+        # per fitted projection: relative pre-LayerNorm error before / after and the ridge strength it chose
+        "recovery_errors": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in e.items() if k != "validation"}
+                            for e in rec.errors] if rec is not None and rec.errors else None,
         "build_seconds": round(secs, 3) if snap is not None else None,
         "calibration_size": recipe.calibration if recipe.needs_calibration else None,
     }

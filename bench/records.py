@@ -132,6 +132,7 @@ class Record:
     distill_seconds: float | None = None
     distill_loss: list[float] | None = None  # distillation loss curve (at most ~50 points)
     distill_steps: int | None = None  # optimizer steps the distillation took within its budget
+    recovery_errors: list | None = None  # lstsq: per projection {layer, part, before, after[, ridge]} (relative error)
     build_seconds: float | None = None  # the whole data-aware build: importance + recovery
     calibration_size: int | None = None  # calibration articles read
     baseline_runtime: str | None = None  # the baseline's runtime and dtype (the case id of ``baseline`` names them too)

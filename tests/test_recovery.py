@@ -225,3 +225,19 @@ def test_quality_study_scores_each_recipe_once_and_refuses_a_bad_grid(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "bench.study", "--plan", str(plan), "--out", str(tmp_path / "b"),
                                "--ridge-grid", bad], capture_output=True, text=True)
         assert proc.returncode == 2 and "--ridge-grid" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_recovered_variants_record_fields_say_what_recovery_did(bert):
+    """The record of a data-aware variant carries its recovery: seconds, each fitted projection's error before
+    and after with the ridge strength it chose, and for distillation its steps and loss curve."""
+    from bench.calibrate import build_masked, record_fields
+
+    recipe = PruneRecipe("heads+ffn", 0.5, recover="lstsq+distill", recover_seconds=0.5, calibration=CAL)
+    assert record_fields(bert, recipe)["recovery_errors"] is None  # not built yet
+    build_masked(bert, recipe)
+    f = record_fields(bert, recipe)
+    assert f["recovery_method"] == "lstsq+distill" and f["recovery_fit"] == "ridge" and f["recovery_seconds"] > 0
+    errs = f["recovery_errors"]
+    assert [(e["layer"], e["part"]) for e in errs] == [(0, "att"), (0, "ffn"), (1, "att"), (1, "ffn")]
+    assert all(e["after"] < e["before"] and "ridge" in e and "validation" not in e for e in errs)
+    assert f["distill_steps"] >= 1 and len(f["distill_loss"]) == min(f["distill_steps"], 51)
