@@ -35,10 +35,6 @@ class Depth(MethodConfig):
 
     allocation: str | None = None
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._check_allocation()
-
 
 def _choose(model: nn.Module, config: Depth, calibration) -> list[int]:
     n = len(layer_stack(model))

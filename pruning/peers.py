@@ -32,10 +32,6 @@ class TorchPruning(MethodConfig):
 
     norm: str | None = None
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._check_norm()
-
 
 def _identity(model: nn.Module) -> nn.Module:
     return model

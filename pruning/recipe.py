@@ -14,6 +14,7 @@ method's module only. This module imports no method module: importing ``pruning`
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
@@ -25,6 +26,8 @@ from .registry import MethodConfig, MethodSpec, RecipeError, method_spec, sugges
 from .targets import SCOPES
 
 __all__ = ["DEFAULT_CALIBRATION", "FITS", "MIN_CALIBRATION", "PruneRecipe", "RECOVERIES", "apply", "bake", "recipe_keys"]
+
+log = logging.getLogger("pruning.recipe")
 
 # fewest calibration sequences a data-aware step is allowed to run on (below it the estimates are noise)
 MIN_CALIBRATION = {"importance": 8, "lstsq": 16, "distill": 8}
@@ -102,6 +105,16 @@ class PruneRecipe:
         opts = {k: v for k, v in d.items() if k not in names}
         return cls(**{k: v for k, v in d.items() if k in names}, options=opts)
 
+    @classmethod
+    def of(cls, config: MethodConfig, recovery: RecoveryConfig | None = None,
+           calibration: int = DEFAULT_CALIBRATION) -> PruneRecipe:
+        """The recipe of a method config and an optional recovery config (the long form of the short one)."""
+        recovery = recovery or RecoveryConfig()
+        knobs = {k: getattr(config, k) for k in config.knob_names()}
+        shared = {k: knobs.pop(k) for k in (*_SHARED, "seed") if k in knobs}
+        return cls(config.method, config.sparsity, **shared, recover=recovery.method, fit=recovery.fit,
+                   calibration=calibration, recover_seconds=recovery.seconds, options=knobs)
+
     def calibration_steps(self) -> dict[str, int]:
         """The data-aware steps of this recipe and the fewest calibration sequences each needs."""
         steps: dict[str, int] = {}
@@ -170,6 +183,7 @@ def apply(model: nn.Module, recipe: PruneRecipe, calibration=None) -> nn.Module:
         if calibration.size < need:
             raise RecipeError(f"the calibration set has {calibration.size} sequences; recipe {recipe.label} needs at least {need}")
     dense = copy.deepcopy(model).eval() if recipe.recovery.parts else None
+    log.debug("%s: %s transform", recipe.label, type(recipe.config).__name__)
     out = transform_for(recipe.config)(model, recipe.config, calibration)
     out.prunebench_recipe = recipe  # type: ignore[attr-defined]
     if dense is not None:

@@ -104,5 +104,7 @@ def recover(student: nn.Module, dense: nn.Module, calibration: Calibration | Non
         errors, scales = lstsq(student, dense, calibration, config.fit)
     if "distill" in config.parts:
         curve, spent, steps = distill(student, dense, calibration, config.seconds, seed)
-    return Recovery(config.method, config.fit if "lstsq" in config.parts else None, time.perf_counter() - t0, calibration.size,
+    seconds = time.perf_counter() - t0
+    log.info("recovery %s took %.1f s on %d calibration sequences", config.method, seconds, calibration.size)
+    return Recovery(config.method, config.fit if "lstsq" in config.parts else None, seconds, calibration.size,
                     tuple(errors), tuple(scales), spent, tuple(curve), steps)

@@ -107,8 +107,10 @@ _LABEL_ORDER = ("scope", "norm", "allocation", "seed", "importance")
 class MethodConfig:
     """Base of every method family's config: which method of the family, its target sparsity, a seed.
 
-    Subclasses add the knobs their methods take (a field each, defaulting to None where the method's
-    registration supplies the default) and check them in ``__post_init__`` after calling this one."""
+    Subclasses add the knobs their methods take as fields. The shared ones (``scope``, ``norm``,
+    ``allocation``, ``importance``; None where the method's registration supplies the default) are
+    checked here against the method's ``MethodSpec``; a family's own knob is checked in the family's
+    ``__post_init__``, after calling this one."""
 
     method: str
     sparsity: float = 0.0
@@ -125,6 +127,11 @@ class MethodConfig:
             object.__setattr__(self, "sparsity", spec.fixed_sparsity)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise RecipeError(f"seed {self.seed!r} must be an integer")
+        own = self.knob_names()
+        for knob, check in (("scope", self._check_scope), ("norm", self._check_norm),
+                            ("allocation", self._check_allocation), ("importance", self._check_importance)):
+            if knob in own:  # the shared knobs this family has, checked against the method's registration
+                check()
 
     @property
     def spec(self) -> MethodSpec:

@@ -63,11 +63,6 @@ class NM(MethodConfig):
     scope: str = "linear"
     importance: str | None = None
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._check_scope()
-        self._check_importance()
-
     @property
     def n_m(self) -> tuple[int, int]:
         """(N kept, M per group)."""

@@ -101,12 +101,6 @@ class Structured(MethodConfig):
     allocation: str | None = None
     importance: str | None = None
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._check_norm()
-        self._check_allocation()
-        self._check_importance()
-
     @property
     def kinds(self) -> tuple[str, ...]:
         """The groups it removes: ``("heads",)``, ``("ffn",)`` or both."""

@@ -43,12 +43,6 @@ class Unstructured(MethodConfig):
     norm: str | None = None
     importance: str | None = None
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._check_scope()
-        self._check_norm()
-        self._check_importance()
-
 
 @register_transform(Dense)
 def _dense(model: nn.Module, config: Dense, calibration=None) -> nn.Module:
