@@ -57,6 +57,22 @@ class PruneRecipe:
 
     def __post_init__(self) -> None:
         spec = method_spec(self.method)
+        config = self._method_config(spec)
+        recovery = RecoveryConfig(self.recover, self.fit, self.recover_seconds)
+        if recovery.method != "none" and not spec.structured:
+            raise RecipeError(f"recovery {self.recover!r} needs a method that removes weights (heads, ffn, heads+ffn, layers), not {self.method!r}; use recover = 'none'")
+        object.__setattr__(self, "config", config)
+        object.__setattr__(self, "recovery", recovery)
+        n = self.calibration
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise RecipeError(f"calibration {n!r} must be a positive number of sequences, e.g. 256")
+        for step, need in self.calibration_steps().items():
+            if n < need:
+                raise RecipeError(f"calibration {n} is too small for {step}: it needs at least {need} sequences; set calibration >= {need}")
+
+    def _method_config(self, spec: MethodSpec) -> MethodConfig:
+        """Build (and so check) the method's config from the shared fields and ``options``, then fill the
+        method's defaults back into the shared fields (``norm=None`` -> ``'l1'`` for heads, ...)."""
         opts = self.options.items() if isinstance(self.options, Mapping) else self.options
         try:
             opts = tuple(sorted((str(k), v) for k, v in opts))
@@ -85,17 +101,7 @@ class PruneRecipe:
         for knob in _SHARED:
             if knob in own:
                 object.__setattr__(self, knob, getattr(config, knob))
-        recovery = RecoveryConfig(self.recover, self.fit, self.recover_seconds)
-        if recovery.method != "none" and not spec.structured:
-            raise RecipeError(f"recovery {self.recover!r} needs a method that removes weights (heads, ffn, heads+ffn, layers), not {self.method!r}; use recover = 'none'")
-        object.__setattr__(self, "config", config)
-        object.__setattr__(self, "recovery", recovery)
-        n = self.calibration
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise RecipeError(f"calibration {n!r} must be a positive number of sequences, e.g. 256")
-        for step, need in self.calibration_steps().items():
-            if n < need:
-                raise RecipeError(f"calibration {n} is too small for {step}: it needs at least {need} sequences; set calibration >= {need}")
+        return config
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PruneRecipe:
