@@ -5,7 +5,8 @@ on the masked model, in place, against a copy of the dense model:
 
 - ``lstsq`` (``pruning.recover_lstsq``, after Kwon et al. 2022): each layer's output projections
   refitted by least squares so what reaches each LayerNorm matches the dense model's (``fit``:
-  ``ridge``, the default, or Kwon's per-group ``scales``), folded into the weights;
+  ``ridge``, the default, its strength picked per projection from ``pruning.recover_lstsq.RIDGE_GRID``,
+  or Kwon's per-group ``scales``), folded into the weights;
 - ``distill`` (``pruning.recover_distill``): training towards the dense model's mean-pooled
   embeddings for a stated time budget;
 - ``lstsq+distill``: the one, then the other.
@@ -22,11 +23,11 @@ from torch import nn
 
 from .calibration import Calibration
 from .recover_distill import distill
-from .recover_lstsq import RIDGE, RIDGE_GRID, VALIDATION_EVERY, layer_errors, lstsq
+from .recover_lstsq import RIDGE, layer_errors, lstsq
 from .registry import RecipeError, suggest
 
-__all__ = ["DEFAULT_RECOVER_SECONDS", "FITS", "RECOVERIES", "RIDGE", "RIDGE_GRID", "Recovery", "RecoveryConfig",
-           "VALIDATION_EVERY", "distill", "layer_errors", "lstsq", "recover"]
+__all__ = ["DEFAULT_RECOVER_SECONDS", "FITS", "RECOVERIES", "RIDGE", "Recovery", "RecoveryConfig", "distill",
+           "layer_errors", "lstsq", "recover"]
 
 log = logging.getLogger("pruning.recover")
 
