@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pruning import PruneRecipe, RecipeError
+from pruning import PruneRecipe, RecipeError, recipe_keys
 
 from .models import ModelError, resolve_model
 from .runtimes import ALIASES, get_runtime
@@ -114,7 +114,7 @@ class Case:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Case":
-        return cls(**{**d, "recipe": PruneRecipe(**d["recipe"])})
+        return cls(**{**d, "recipe": PruneRecipe.from_dict(d["recipe"])})
 
     def definition_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -232,9 +232,9 @@ def _device(value: str) -> str:
     return value
 
 
-# runtimes / devices / dtype in a recipe table restrict or replace the plan's for that recipe's cases
-_RECIPE_KEYS = {"method", "sparsity", "scope", "norm", "allocation", "seed", "runtimes", "devices", "dtype", "baseline",
-                "importance", "recover", "fit", "calibration", "recover_seconds"}
+# runtimes / devices / dtype / baseline in a recipe table restrict or replace the plan's for that recipe's
+# cases; every other key is the recipe's (pruning.recipe_keys: PruneRecipe's fields and the method config's own)
+_CASE_KEYS = {"runtimes", "devices", "dtype", "baseline"}
 _PLAN_KEYS = {"name", "models", "runtimes", "devices", "batch", "seq_len", "threads", "dtype", "recipes",
               "ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality", "baseline", "eval"}
 
@@ -253,16 +253,17 @@ def plan_from_dict(d: dict, **overrides: Any) -> Plan:
     for i, r in enumerate(_as_list("recipes", d.get("recipes", []))):
         if not isinstance(r, dict) or "method" not in r:
             raise PlanError(f"recipes[{i}] needs a 'method' key, e.g. {{method = 'global-l1', sparsity = 0.5}}")
-        bad = set(r) - _RECIPE_KEYS
+        known = _CASE_KEYS | recipe_keys(r["method"])
+        bad = set(r) - known
         if bad:
-            raise PlanError(f"recipes[{i}] has unknown key(s) {', '.join(sorted(bad))}; known: {', '.join(sorted(_RECIPE_KEYS))}")
+            raise PlanError(f"recipes[{i}] has unknown key(s) {', '.join(sorted(bad))}; known: {', '.join(sorted(known))}")
         only = r.get("runtimes")
         where = [_device(x) for x in _as_list(f"recipes[{i}].devices", r["devices"])] if "devices" in r else None
         dtype = _as_list(f"recipes[{i}].dtype", r["dtype"]) if "dtype" in r else None
         base = parse_baseline(r["baseline"], f"recipes[{i}].baseline") if "baseline" in r else None
-        kw = {k: v for k, v in r.items() if k not in ("sparsity", "runtimes", "devices", "dtype", "baseline")}
+        kw = {k: v for k, v in r.items() if k not in _CASE_KEYS | {"sparsity"}}
         for s in _as_list(f"recipes[{i}].sparsity", r.get("sparsity", 0.0)):
-            rec = PruneRecipe(sparsity=s, **kw)
+            rec = PruneRecipe.from_dict({**kw, "sparsity": s})
             if rec.needs_calibration:
                 from .calibrate import check_calibration
 

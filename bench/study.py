@@ -7,7 +7,7 @@ CIs) without timing anything, which is what comparing importance scores, recover
 distillation budgets needs. It writes ``study.jsonl`` (one line per recipe: its fields, build seconds,
 recovery figures, quality fields), ``report.md`` (one table) and ``command.txt`` under ``--out``.
 
-``--select TEXT`` scores only the recipes whose label contains TEXT. ``--ridge-grid 0.3`` replaces lstsq's per-projection strength search (``pruning.recover.RIDGE_GRID``)
+``--select TEXT`` scores only the recipes whose label contains TEXT. ``--ridge-grid 0.3`` replaces lstsq's per-projection strength search (``pruning.recover_lstsq.RIDGE_GRID``)
 for this process: how the study compares one fixed strength with the strength picked on held-out
 calibration batches. A recipe that fails is recorded with its error and the study goes on.
 """
@@ -41,7 +41,7 @@ def _cell(row: dict, value: str, drop: str) -> str:
 
 def study(plan, out: Path, ridge_grid: tuple[float, ...] | None = None, select: str | None = None) -> list[dict]:
     """Score every distinct (model, recipe) of the plan at float32; one row per recipe (see the module doc)."""
-    import pruning.recover as recover
+    import pruning.recover_lstsq as recover
     from bench.calibrate import build_masked, record_fields
     from bench.measure.quality import MAX_LEN, QualityMeter, corpus_task
     from bench.models import load_model

@@ -3,51 +3,46 @@
     from pruning import PruneRecipe, apply, bake
     model = apply(model, PruneRecipe("global-l1", 0.5))   # masks on, as torch.nn.utils.prune leaves it
     model = bake(model)                                   # prune.remove: zeros baked in
+
+This package only re-exports. Importing it imports each method family's module (one per family:
+its config dataclass, its transform, its ``register_method`` lines), which registers the methods in
+``pruning.registry``; no module here imports this package or a method module it does not use.
 """
 
 from __future__ import annotations
 
-import importlib
-
-from .recipe import METHODS, PruneRecipe, RecipeError, apply, method_spec, register_method
+from . import depth, peers, semi_structured, structured, unstructured  # noqa: F401  (registers the methods)
+from .depth import Depth
+from .peers import TorchPruning
+from .recipe import PruneRecipe, apply, bake, recipe_keys
+from .recover import RecoveryConfig
+from .registry import METHODS, MethodConfig, RecipeError, method_spec, register_method, register_transform
+from .semi_structured import NM
+from .structured import Structured
 from .targets import SCOPES, EncoderTargets, TargetError, discover, scope_params
+from .unstructured import Dense, Unstructured
 
 __all__ = [
     "METHODS",
+    "NM",
     "SCOPES",
+    "Dense",
+    "Depth",
     "EncoderTargets",
+    "MethodConfig",
     "PruneRecipe",
     "RecipeError",
+    "RecoveryConfig",
+    "Structured",
     "TargetError",
+    "TorchPruning",
+    "Unstructured",
     "apply",
     "bake",
     "discover",
     "method_spec",
+    "recipe_keys",
     "register_method",
+    "register_transform",
     "scope_params",
 ]
-
-# One module per family of methods; importing a module registers its methods.
-_METHOD_MODULES = ("unstructured", "semi_structured", "structured", "depth", "peers")
-_loaded = False
-
-
-def _load_methods() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for name in _METHOD_MODULES:
-            importlib.import_module(f"{__name__}.{name}")
-
-
-def bake(model):
-    """Make a pruned model permanent: ``prune.remove`` for mask methods, or the method's own bake
-    (structured methods remove the masked heads/neurons physically)."""
-    from .unstructured import bake as _remove_masks
-
-    recipe = getattr(model, "prunebench_recipe", None)
-    if recipe is not None and recipe.spec.bake is not None:
-        out = recipe.spec.bake(model)
-        out.prunebench_recipe = recipe
-        return out
-    return _remove_masks(model)

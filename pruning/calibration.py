@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from .recipe import RecipeError
+from .registry import RecipeError
 
 __all__ = ["Calibration", "Capture", "StopForward", "capture", "mean_pool", "run_until", "tokens_of"]
 

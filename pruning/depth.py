@@ -14,46 +14,40 @@ the layer stack and sets the config's layer count, so ``save_pruned`` / ``load_p
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from torch import nn
 
 from .importance import layer_scores, skip_hooks
-from .recipe import PruneRecipe, RecipeError, register_method
+from .registry import MethodConfig, RecipeError, register_method, register_transform
+from .shapes import kept_layers, layer_shapes, removed_layers_fraction
 from .targets import layer_stack
 
-__all__ = ["bake_layers", "kept_layers", "removed_layers_fraction"]
+__all__ = ["Depth", "bake_layers", "kept_layers", "removed_layers_fraction"]
 
 log = logging.getLogger("pruning.depth")
 
 
-def _choose(model: nn.Module, recipe: PruneRecipe, calibration) -> list[int]:
+@dataclass(frozen=True)
+class Depth(MethodConfig):
+    """Whole encoder layers (method ``layers``): sparsity is the fraction of layers removed, ``allocation``
+    says which (``importance``: least change to the embeddings when skipped, on the calibration set; ``top``)."""
+
+    allocation: str | None = None
+
+
+def _choose(model: nn.Module, config: Depth, calibration) -> list[int]:
     n = len(layer_stack(model))
-    drop = min(round(recipe.sparsity * n), n - 1)
-    if recipe.allocation == "top":
+    drop = min(round(config.sparsity * n), n - 1)
+    if config.allocation == "top":
         return list(range(n - drop, n))
     scores = layer_scores(model, calibration)
     log.info("layer scores (loss when skipped): %s", [round(float(s), 5) for s in scores])
     return sorted(int(i) for i in scores.argsort(stable=True)[:drop])
 
 
-def kept_layers(model: nn.Module) -> list[int]:
-    """Indices (in the dense model) of the layers a depth-pruned model keeps."""
-    dense = getattr(model, "prunebench_dense_layers", None) or len(layer_stack(model))
-    skipped = set(getattr(model, "prunebench_skipped_layers", ()))
-    removed = set(getattr(model, "prunebench_removed_layers", ()))
-    return [i for i in range(dense) if i not in skipped and i not in removed]
-
-
-def removed_layers_fraction(model: nn.Module) -> float:
-    """Fraction of the dense model's encoder layers removed or skipped."""
-    dense = getattr(model, "prunebench_dense_layers", None) or len(layer_stack(model))
-    return 1 - len(kept_layers(model)) / dense
-
-
 def bake_layers(model: nn.Module) -> nn.Module:
     """Delete the skipped layers from the stack and set the config's layer count."""
-    from .structured import layer_shapes
-
     skipped = sorted(getattr(model, "prunebench_skipped_layers", ()))
     for h in getattr(model, "prunebench_skip_handles", ()):
         h.remove()
@@ -68,15 +62,18 @@ def bake_layers(model: nn.Module) -> nn.Module:
     return model
 
 
-@register_method("layers", pattern="layers", structured=True, scoped=False, bake=bake_layers,
-                 allocations=("importance", "top"), data_aware=("importance",),
-                 help="whole encoder layers: those whose skipping changes the embeddings least (or the top ones); removed on bake")
-def _layers(model: nn.Module, recipe: PruneRecipe, calibration=None) -> nn.Module:
-    if recipe.allocation == "importance" and calibration is None:
+@register_transform(Depth)
+def _layers(model: nn.Module, config: Depth, calibration=None) -> nn.Module:
+    if config.allocation == "importance" and calibration is None:
         raise RecipeError("method 'layers' with allocation 'importance' needs a calibration set; pass calibration= or use allocation 'top'")
-    drop = _choose(model, recipe, calibration)
+    drop = _choose(model, config, calibration)
     model.prunebench_dense_layers = len(layer_stack(model))
     model.prunebench_skipped_layers = tuple(drop)
     model.prunebench_skip_handles = tuple(skip_hooks(model, set(drop)))
     log.info("layers: skipping %s of %d", drop, model.prunebench_dense_layers)
     return model
+
+
+register_method("layers", Depth, pattern="layers", structured=True, scoped=False, bake=bake_layers,
+                allocations=("importance", "top"), data_aware=("importance",),
+                help="whole encoder layers: those whose skipping changes the embeddings least (or the top ones); removed on bake")

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .calibration import Calibration, capture, mean_pool, tokens_of
-from .recipe import RecipeError
+from .registry import RecipeError
 from .targets import AttentionBlock, EncoderTargets, FFNBlock, discover, layer_stack
 
 __all__ = ["IMPORTANCES", "group_masks", "group_scores", "input_norms", "layer_scores", "skip_hooks", "skip_layers"]

@@ -12,17 +12,25 @@ from __future__ import annotations
 
 import inspect
 import logging
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .recipe import PruneRecipe, register_method
+from .registry import MethodConfig, register_method, register_transform
 from .structured import layer_shapes, removal_counts, set_head_count
 from .targets import discover
 
-__all__: list[str] = []
+__all__ = ["TorchPruning"]
 
 log = logging.getLogger("pruning.peers")
+
+
+@dataclass(frozen=True)
+class TorchPruning(MethodConfig):
+    """Torch-Pruning's MetaPruner at our heads+ffn counts, its group importance by ``norm`` (l1 | l2 | random)."""
+
+    norm: str | None = None
 
 
 def _identity(model: nn.Module) -> nn.Module:
@@ -50,47 +58,37 @@ def _normal_tensors(model: nn.Module) -> None:
                 mod._buffers[name] = b.clone()
 
 
-def _pruner(tp, model, importance, recipe, ffn_ratio, num_heads, head_ratio, ignored):
+def _pruner(tp, model, importance, config, ffn_ratio, num_heads, head_ratio, ignored):
     """Torch-Pruning's MetaPruner set to remove whole heads (not head dims) and the given FFN fractions."""
     return tp.pruner.MetaPruner(
         model,
         _example_inputs(model),
         importance=importance,
-        pruning_ratio=recipe.sparsity,  # only gates the attention groups; heads use head_pruning_ratio_dict
+        pruning_ratio=config.sparsity,  # only gates the attention groups; heads use head_pruning_ratio_dict
         pruning_ratio_dict=ffn_ratio,
         num_heads=num_heads,
         prune_num_heads=True,
         prune_head_dims=False,
-        head_pruning_ratio=recipe.sparsity,
+        head_pruning_ratio=config.sparsity,
         head_pruning_ratio_dict=head_ratio,
         ignored_layers=ignored,
         output_transform=lambda out: out.last_hidden_state,
     )
 
 
-@register_method(
-    "torch-pruning",
-    pattern="heads+ffn",
-    help="peer: Torch-Pruning MetaPruner removes heads + FFN neurons to the parameter count of heads+ffn",
-    norms=("l1", "l2", "random"),
-    default_norm="l1",
-    scoped=False,
-    structured=True,
-    requires="torch_pruning",
-    bake=_identity,
-)
-def _torch_pruning(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
+@register_transform(TorchPruning)
+def _torch_pruning(model: nn.Module, config: TorchPruning, calibration=None) -> nn.Module:
     import torch_pruning as tp
 
     t = discover(model)
     before = layer_shapes(model)
-    keep = removal_counts(t, recipe.sparsity, ("heads", "ffn"))
-    if recipe.sparsity > 0:
-        if recipe.norm == "random":
-            torch.manual_seed(recipe.seed)
+    keep = removal_counts(t, config.sparsity, ("heads", "ffn"))
+    if config.sparsity > 0:
+        if config.norm == "random":
+            torch.manual_seed(config.seed)
             importance = tp.importance.RandomImportance()
         else:
-            importance = tp.importance.GroupMagnitudeImportance(p=1 if recipe.norm == "l1" else 2)
+            importance = tp.importance.GroupMagnitudeImportance(p=1 if config.norm == "l1" else 2)
         num_heads, head_ratio, ffn_ratio = {}, {}, {}
         for att, ffn, (h, f) in zip(t.attention, t.ffn, keep):
             # ratios half a unit below the target so Torch-Pruning's ceil()/int() land on exactly our counts
@@ -104,7 +102,7 @@ def _torch_pruning(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
         # Torch-Pruning traces autograd: leave any inference_mode/no_grad the caller runs under
         with torch.inference_mode(False), torch.enable_grad():
             _normal_tensors(model)
-            pruner = _pruner(tp, model, importance, recipe, ffn_ratio, num_heads, head_ratio, ignored)
+            pruner = _pruner(tp, model, importance, config, ffn_ratio, num_heads, head_ratio, ignored)
             pruner.step()
         for att in discover(model).attention:
             set_head_count(att.module, att.query.out_features // att.head_size, att.head_size)
@@ -118,3 +116,8 @@ def _torch_pruning(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
     if got != keep:
         log.warning("torch-pruning kept (heads, neurons) %s per layer, heads+ffn keeps %s", got, keep)
     return model.eval()
+
+
+register_method("torch-pruning", TorchPruning, pattern="heads+ffn", norms=("l1", "l2", "random"), default_norm="l1",
+                scoped=False, structured=True, requires="torch_pruning", bake=_identity,
+                help="peer: Torch-Pruning MetaPruner removes heads + FFN neurons to the parameter count of heads+ffn")

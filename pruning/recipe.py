@@ -1,94 +1,46 @@
-"""PruneRecipe, the method registry, and ``apply(model, recipe)``.
+"""PruneRecipe (the short form of a Recipe), ``apply(model, recipe)`` and ``bake(model)``.
 
-A recipe is a frozen, self-validating dataclass. Each method registers its transform with
-``@register_method(name, ...)``; ``apply`` dispatches on the recipe's method name. Adding a method is
-one decorated function in its own module.
+A Recipe is a typed **method config** (one frozen dataclass per method family, a
+``pruning.registry.MethodConfig`` subclass that checks itself, its transform registered against its
+type) plus a **recovery config** (``pruning.recover.RecoveryConfig``) and the calibration size the
+data-aware steps read. ``PruneRecipe("heads+ffn", 0.5, importance="fisher", recover="lstsq")`` is its
+flat, hashable short form, the one plans, records and caches use: on construction it builds and
+checks ``recipe.config`` and ``recipe.recovery`` and fills the method's defaults back into its
+fields. A family's own knobs (fields of its config beyond the shared ones) travel in ``options``
+(``PruneRecipe.from_dict`` routes a flat mapping's extra keys there), so a new knob touches its
+method's module only. This module imports no method module: importing ``pruning`` registers them.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
-import math
-from dataclasses import asdict, dataclass, field
-from typing import Callable
+import logging
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
 
 from torch import nn
 
+from .masks import remove_masks
+from .recover import DEFAULT_RECOVER_SECONDS, FITS, RECOVERIES, RecoveryConfig, recover
+from .registry import MethodConfig, MethodSpec, RecipeError, method_spec, suggest, transform_for
 from .targets import SCOPES
 
-__all__ = ["FITS", "METHODS", "MIN_CALIBRATION", "MethodSpec", "PruneRecipe", "RECOVERIES", "RecipeError", "apply",
-           "method_spec", "register_method"]
+__all__ = ["DEFAULT_CALIBRATION", "FITS", "MIN_CALIBRATION", "PruneRecipe", "RECOVERIES", "apply", "bake", "recipe_keys"]
 
-# recovery after removal (pruning/recover.py); lstsq fits: ridge re-fit of the output projections, or
-# Kwon's one scale per kept head / neuron
-RECOVERIES = ("none", "lstsq", "distill", "lstsq+distill")
-FITS = ("ridge", "scales")
+log = logging.getLogger("pruning.recipe")
+
 # fewest calibration sequences a data-aware step is allowed to run on (below it the estimates are noise)
 MIN_CALIBRATION = {"importance": 8, "lstsq": 16, "distill": 8}
 DEFAULT_CALIBRATION = 256
-DEFAULT_RECOVER_SECONDS = 120.0
 
-
-class RecipeError(ValueError):
-    """A recipe that cannot be built; the message names the field and the fix."""
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """What a method does and how it is configured."""
-
-    name: str
-    fn: Callable[[nn.Module, "PruneRecipe"], nn.Module]
-    pattern: str  # unstructured | rows | n:m | heads | ffn | heads+ffn | none
-    help: str
-    norms: tuple[str, ...] = ()
-    default_norm: str | None = None
-    scoped: bool = True  # does the scope field mean anything for this method
-    structured: bool = False  # removes weights physically (model shape changes)
-    fixed_sparsity: float | None = None  # e.g. 2:4 is always 0.5
-    allocations: tuple[str, ...] = ()
-    requires: str | None = None  # optional package the method needs
-    bake: Callable[[nn.Module], nn.Module] | None = None  # make permanent (default: prune.remove)
-    scopes: tuple[str, ...] = SCOPES  # scopes the method accepts (e.g. N:M masks fit Linear weights only)
-    importances: tuple[str, ...] = ()  # importance scores the method takes; the first is the default
-    data_aware: tuple[str, ...] = ()  # those of them (or allocations) that read the calibration set
-
-
-METHODS: dict[str, MethodSpec] = {}
-
-
-def register_method(name: str, **spec) -> Callable:
-    """Register ``fn(model, recipe) -> model`` as the transform of method ``name``."""
-
-    def deco(fn: Callable) -> Callable:
-        if name in METHODS:
-            raise RuntimeError(f"method {name!r} registered twice")
-        METHODS[name] = MethodSpec(name=name, fn=fn, **spec)
-        return fn
-
-    return deco
-
-
-def _suggest(word: str, choices) -> str:
-    near = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {near[0]!r}?)" if near else ""
-
-
-def method_spec(name: str) -> MethodSpec:
-    from . import _load_methods
-
-    _load_methods()
-    if name not in METHODS:
-        raise RecipeError(
-            f"unknown method {name!r}{_suggest(name, METHODS)}; known methods: {', '.join(sorted(METHODS))}"
-        )
-    return METHODS[name]
+# the shared knobs a PruneRecipe hands to its method config where the config has them
+_SHARED = ("scope", "norm", "allocation", "importance")
+_DATA_AWARE_FIELDS = ("importance", "recover", "fit", "calibration", "recover_seconds")
 
 
 @dataclass(frozen=True)
 class PruneRecipe:
-    """One way of pruning: method, target sparsity, scope, importance norm, allocation, seed."""
+    """One way of pruning: method, target sparsity, the method's knobs, recovery, calibration size."""
 
     method: str = field(metadata={"help": "pruning method, see `prunebench list`"})
     sparsity: float = field(default=0.0, metadata={"help": "fraction removed, in [0, 1)"})
@@ -101,54 +53,16 @@ class PruneRecipe:
     fit: str = field(default="ridge", metadata={"help": "lstsq recovery: ridge (re-fit output projections) | scales (Kwon's per-group scales)"})
     calibration: int = field(default=DEFAULT_CALIBRATION, metadata={"help": "calibration sequences for data-aware importance and recovery"})
     recover_seconds: float = field(default=DEFAULT_RECOVER_SECONDS, metadata={"help": "distillation time budget, seconds"})
+    options: tuple[tuple[str, Any], ...] = field(default=(), metadata={"help": "the method config's own knobs, name -> value"})
 
     def __post_init__(self) -> None:
         spec = method_spec(self.method)
-        s = self.sparsity
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0.0 <= s < 1.0:
-            raise RecipeError(f"sparsity {s!r} is outside [0, 1); pass a fraction such as 0.5")
-        if spec.fixed_sparsity is not None:
-            object.__setattr__(self, "sparsity", spec.fixed_sparsity)
-        if self.method == "dense" and s != 0.0:
-            raise RecipeError("method 'dense' takes sparsity 0; use a pruning method for sparsity > 0")
-        if self.scope not in SCOPES:
-            raise RecipeError(f"unknown scope {self.scope!r}{_suggest(self.scope, SCOPES)}; choose one of {', '.join(SCOPES)}")
-        if self.scope not in spec.scopes:
-            raise RecipeError(f"method {self.method!r} takes scope {', '.join(spec.scopes)}, not {self.scope!r}; use scope = {spec.scopes[0]!r}")
-        if self.norm is None:
-            object.__setattr__(self, "norm", spec.default_norm)
-        elif self.norm not in spec.norms:
-            allowed = ", ".join(spec.norms) or "none (leave it out)"
-            raise RecipeError(f"method {self.method!r} takes norm {allowed}, not {self.norm!r}")
-        if spec.allocations:
-            if self.allocation is None:
-                object.__setattr__(self, "allocation", spec.allocations[0])
-            elif self.allocation not in spec.allocations:
-                raise RecipeError(
-                    f"method {self.method!r} takes allocation {', '.join(spec.allocations)}, not {self.allocation!r}"
-                )
-        elif self.allocation is not None:
-            raise RecipeError(f"method {self.method!r} takes no allocation; leave it out")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise RecipeError(f"seed {self.seed!r} must be an integer")
-        self._check_data(spec)
-
-    def _check_data(self, spec: MethodSpec) -> None:
-        """Importance, recovery and calibration fields: known values, and only where they mean something."""
-        if self.importance is None:
-            object.__setattr__(self, "importance", spec.importances[0] if spec.importances else None)
-        elif self.importance not in spec.importances:
-            allowed = ", ".join(spec.importances) or "none (leave it out)"
-            raise RecipeError(f"method {self.method!r} takes importance {allowed}, not {self.importance!r}{_suggest(self.importance, spec.importances)}")
-        if self.recover not in RECOVERIES:
-            raise RecipeError(f"unknown recovery {self.recover!r}{_suggest(str(self.recover), RECOVERIES)}; choose one of {', '.join(RECOVERIES)}")
-        if self.recover != "none" and not spec.structured:
+        config = self._method_config(spec)
+        recovery = RecoveryConfig(self.recover, self.fit, self.recover_seconds)
+        if recovery.method != "none" and not spec.structured:
             raise RecipeError(f"recovery {self.recover!r} needs a method that removes weights (heads, ffn, heads+ffn, layers), not {self.method!r}; use recover = 'none'")
-        if self.fit not in FITS:
-            raise RecipeError(f"unknown lstsq fit {self.fit!r}; choose one of {', '.join(FITS)}")
-        secs = self.recover_seconds
-        if isinstance(secs, bool) or not isinstance(secs, (int, float)) or not math.isfinite(secs) or secs <= 0:
-            raise RecipeError(f"recover_seconds {secs!r} must be a positive number of seconds, e.g. 120")
+        object.__setattr__(self, "config", config)
+        object.__setattr__(self, "recovery", recovery)
         n = self.calibration
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise RecipeError(f"calibration {n!r} must be a positive number of sequences, e.g. 256")
@@ -156,15 +70,65 @@ class PruneRecipe:
             if n < need:
                 raise RecipeError(f"calibration {n} is too small for {step}: it needs at least {need} sequences; set calibration >= {need}")
 
+    def _method_config(self, spec: MethodSpec) -> MethodConfig:
+        """Build (and so check) the method's config from the shared fields and ``options``, then fill the
+        method's defaults back into the shared fields (``norm=None`` -> ``'l1'`` for heads, ...)."""
+        opts = self.options.items() if isinstance(self.options, Mapping) else self.options
+        try:
+            opts = tuple(sorted((str(k), v) for k, v in opts))
+            hash(opts)
+        except (TypeError, ValueError):
+            raise RecipeError(f"options {self.options!r} must map knob names to hashable values, e.g. {{'block': 16}}") from None
+        object.__setattr__(self, "options", opts)
+        own = spec.config.knob_names()
+        kwargs: dict[str, Any] = {k: getattr(self, k) for k in _SHARED if k in own}
+        for name, value in opts:
+            if name not in own or name in kwargs or name == "seed":
+                extra = [k for k in own if k not in _SHARED and k != "seed"]
+                raise RecipeError(f"method {self.method!r} has no option {name!r}{suggest(name, extra)}; "
+                                  f"its options: {', '.join(extra) or 'none'}")
+            kwargs[name] = value
+        config: MethodConfig = spec.config(method=self.method, sparsity=self.sparsity, seed=self.seed, **kwargs)
+        if self.scope not in SCOPES:  # a method config without a scope ignores it, but it must be a scope
+            raise RecipeError(f"unknown scope {self.scope!r}{suggest(self.scope, SCOPES)}; choose one of {', '.join(SCOPES)}")
+        for knob in _SHARED:  # a shared knob the method's config does not have must be left out
+            value = getattr(self, knob)
+            if knob not in own and value is not None and knob != "scope":  # scope means nothing to unscoped methods
+                if knob == "allocation":
+                    raise RecipeError(f"method {self.method!r} takes no allocation; leave it out")
+                raise RecipeError(f"method {self.method!r} takes {knob} none (leave it out), not {value!r}")
+        object.__setattr__(self, "sparsity", config.sparsity)
+        for knob in _SHARED:
+            if knob in own:
+                object.__setattr__(self, knob, getattr(config, knob))
+        return config
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PruneRecipe:
+        """The recipe a flat mapping describes (``to_dict``'s output, a plan's recipe table): keys that are
+        not PruneRecipe fields are the method config's own knobs."""
+        names = {f.name for f in fields(cls)} - {"options"}
+        opts = {k: v for k, v in d.items() if k not in names}
+        return cls(**{k: v for k, v in d.items() if k in names}, options=opts)
+
+    @classmethod
+    def of(cls, config: MethodConfig, recovery: RecoveryConfig | None = None,
+           calibration: int = DEFAULT_CALIBRATION) -> PruneRecipe:
+        """The recipe of a method config and an optional recovery config (the long form of the short one)."""
+        recovery = recovery or RecoveryConfig()
+        knobs = {k: getattr(config, k) for k in config.knob_names()}
+        shared = {k: knobs.pop(k) for k in (*_SHARED, "seed") if k in knobs}
+        return cls(config.method, config.sparsity, **shared, recover=recovery.method, fit=recovery.fit,
+                   calibration=calibration, recover_seconds=recovery.seconds, options=knobs)
+
     def calibration_steps(self) -> dict[str, int]:
         """The data-aware steps of this recipe and the fewest calibration sequences each needs."""
-        spec = self.spec
         steps: dict[str, int] = {}
-        if self.importance in spec.data_aware or (self.allocation is not None and self.allocation in spec.data_aware):
-            steps[f"importance {self.importance or self.allocation!r}"] = MIN_CALIBRATION["importance"]
-        for part in self.recover.split("+"):
-            if part != "none":
-                steps[f"recovery {part!r}"] = MIN_CALIBRATION[part]
+        aware = self.config.data_step()
+        if aware is not None:
+            steps[f"importance {aware!r}"] = MIN_CALIBRATION["importance"]
+        for part in self.recovery.parts:
+            steps[f"recovery {part!r}"] = MIN_CALIBRATION[part]
         return steps
 
     @property
@@ -176,51 +140,47 @@ class PruneRecipe:
         return method_spec(self.method)
 
     @property
+    def pattern(self) -> str:
+        """What the method removes: unstructured | rows | n:m | heads | ffn | heads+ffn | layers | none."""
+        return self.spec.pattern
+
+    @property
     def label(self) -> str:
         """Readable, unique id of the recipe, e.g. ``global-l1@0.50`` or ``global-l1[seed]@0.20``."""
-        spec = self.spec
-        extras = []
-        if spec.scoped and self.scope != "linear":
-            extras.append(self.scope)
-        if self.norm is not None and self.norm != spec.default_norm:
-            extras.append(self.norm)
-        if spec.allocations and self.allocation != spec.allocations[0]:
-            extras.append(self.allocation)
-        if self.seed != 0:
-            extras.append(f"seed{self.seed}")
-        if spec.importances and self.importance != spec.importances[0]:
-            extras.append(self.importance)
-        if self.recover != "none":
-            extras.append(self.recover if self.fit == FITS[0] or "lstsq" not in self.recover else self.recover.replace("lstsq", f"lstsq-{self.fit}"))
-        if self.needs_calibration and self.calibration != DEFAULT_CALIBRATION:
-            extras.append(f"cal{self.calibration}")
-        if "distill" in self.recover and self.recover_seconds != DEFAULT_RECOVER_SECONDS:
-            extras.append(f"{self.recover_seconds:g}s")
+        recovery = self.recovery.label_extras()  # [the recovery, then a non-default budget]
+        cal = [f"cal{self.calibration}"] if self.needs_calibration and self.calibration != DEFAULT_CALIBRATION else []
+        extras = self.config.label_extras() + recovery[:1] + cal + recovery[1:]
         tag = f"[{','.join(extras)}]" if extras else ""
         return f"{self.method}{tag}@{self.sparsity:.2f}"
 
     def to_dict(self) -> dict:
         """The recipe as a flat dict. The data-aware fields appear only where they differ from the method's
-        defaults, so a recipe written before they existed keeps its fingerprint (records are compared by it)."""
-        d = asdict(self)
-        plain = asdict(PruneRecipe(self.method, self.sparsity, scope=self.scope, norm=self.norm,
-                                   allocation=self.allocation, seed=self.seed))
+        defaults, so a recipe written before they existed keeps its fingerprint (records are compared by it);
+        the method config's own knobs (``options``) follow, flat, where there are any."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "options"}
+        plain = PruneRecipe(self.method, self.sparsity, scope=self.scope, norm=self.norm, allocation=self.allocation,
+                            seed=self.seed, options=self.options)
         for k in _DATA_AWARE_FIELDS:
-            if d[k] == plain[k]:
+            if d[k] == getattr(plain, k):
                 del d[k]
+        d.update(self.options)
         return d
 
 
-_DATA_AWARE_FIELDS = ("importance", "recover", "fit", "calibration", "recover_seconds")
+def recipe_keys(method: str) -> set[str]:
+    """The keys a flat recipe mapping of ``method`` may have: PruneRecipe's fields and its config's own knobs."""
+    spec = method_spec(method)
+    return ({f.name for f in fields(PruneRecipe)} - {"options"}) | set(spec.config.knob_names())
 
 
 def apply(model: nn.Module, recipe: PruneRecipe, calibration=None) -> nn.Module:
     """Prune ``model`` in place with ``recipe`` and return it, masked (structured methods may return a new one).
 
-    Data-aware importance and recovery read ``calibration`` (a ``pruning.calibration.Calibration``).
-    With a recovery, the dense model is copied first (it is the teacher), the groups are masked, and
-    the masked model is repaired in place (``pruning.recover``); ``bake`` then shrinks it as usual and
-    ``model.prunebench_recovery`` says what recovery did and how long it took."""
+    The transform registered against ``type(recipe.config)`` runs. Data-aware importance and recovery
+    read ``calibration`` (a ``pruning.calibration.Calibration``). With a recovery, the dense model is
+    copied first (it is the teacher), the groups are masked, and the masked model is repaired in place
+    (``pruning.recover``); ``bake`` then shrinks it as usual and ``model.prunebench_recovery`` says what
+    recovery did and how long it took."""
     if recipe.needs_calibration and calibration is None:
         steps = ", ".join(recipe.calibration_steps())
         raise RecipeError(f"recipe {recipe.label} needs a calibration set for {steps}; pass calibration=")
@@ -228,12 +188,21 @@ def apply(model: nn.Module, recipe: PruneRecipe, calibration=None) -> nn.Module:
         need = max(recipe.calibration_steps().values())
         if calibration.size < need:
             raise RecipeError(f"the calibration set has {calibration.size} sequences; recipe {recipe.label} needs at least {need}")
-    dense = copy.deepcopy(model).eval() if recipe.recover != "none" else None
-    spec = recipe.spec
-    out = spec.fn(model, recipe, calibration) if spec.data_aware else spec.fn(model, recipe)
+    dense = copy.deepcopy(model).eval() if recipe.recovery.parts else None
+    log.debug("%s: %s transform", recipe.label, type(recipe.config).__name__)
+    out = transform_for(recipe.config)(model, recipe.config, calibration)
     out.prunebench_recipe = recipe  # type: ignore[attr-defined]
     if dense is not None:
-        from .recover import recover
-
-        out.prunebench_recovery = recover(out, dense, calibration, recipe)  # type: ignore[attr-defined]
+        out.prunebench_recovery = recover(out, dense, calibration, recipe.recovery, recipe.seed)  # type: ignore[attr-defined]
     return out
+
+
+def bake(model: nn.Module) -> nn.Module:
+    """Make a pruned model permanent: ``prune.remove`` for mask methods, or the method's own bake
+    (structured methods remove the masked heads/neurons physically)."""
+    recipe = getattr(model, "prunebench_recipe", None)
+    if recipe is not None and recipe.spec.bake is not None:
+        out = recipe.spec.bake(model)
+        out.prunebench_recipe = recipe
+        return out
+    return remove_masks(model)

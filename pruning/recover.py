@@ -1,51 +1,75 @@
 """Repair a pruned encoder after heads / neurons / layers are removed, without labels.
 
-``lstsq`` (after Kwon et al. 2022, "mask tuning"): layer by layer, bottom up, on the calibration set,
-with the *pruned* model's own inputs to each layer (so each fit also corrects the errors of the
-layers below it instead of compounding them), the attention-output projection and then the FFN
-down-projection are fitted so that what reaches the following LayerNorm — the projection's output
-plus the residual — matches the dense model's on the same tokens. Two fits:
+``RecoveryConfig`` says which repair a recipe runs after the method's transform; ``recover`` runs it
+on the masked model, in place, against a copy of the dense model:
 
-- ``scales``: Kwon's, one scale per kept head / neuron (a least-squares solve over k unknowns),
-  folded into the projection's kept columns;
-- ``ridge``: the whole projection (kept columns and bias) re-fitted, ridge-regularised towards its
-  current weights (a strength x the mean input energy, picked per projection on calibration batches
-  held out of its fit: ``RIDGE_GRID``), which has out_features x more freedom.
-  Measured on MiniLM heads+ffn[fisher]@0.50 (held-out cosine to dense): ridge recovers more than
-  scales (which did not beat no recovery there), so ridge is the default; both stay selectable.
-
-Both write into the masked model's ``weight_orig`` (or ``weight``) and bias, so the masked model, the
-baked one and a shrunk reload all compute the same thing. ``distill`` (optionally after lstsq) then
-trains the pruned model towards the dense one's mean-pooled embeddings with AdamW for a time budget.
-The target LayerNorm of a projection is found by running one batch: the first LayerNorm of the layer
-that runs after it (post-LN encoders: BERT, MiniLM, RoBERTa, DistilBERT, ELECTRA).
+- ``lstsq`` (``pruning.recover_lstsq``, after Kwon et al. 2022): each layer's output projections
+  refitted by least squares so what reaches each LayerNorm matches the dense model's (``fit``:
+  ``ridge``, the default, its strength picked per projection from ``pruning.recover_lstsq.RIDGE_GRID``,
+  or Kwon's per-group ``scales``), folded into the weights;
+- ``distill`` (``pruning.recover_distill``): training towards the dense model's mean-pooled
+  embeddings for a stated time budget;
+- ``lstsq+distill``: the one, then the other.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
-from .calibration import Calibration, StopForward, capture, mean_pool, run_until, tokens_of
-from .recipe import PruneRecipe, RecipeError
-from .targets import discover, layer_stack
+from .calibration import Calibration
+from .recover_distill import distill
+from .recover_lstsq import RIDGE, layer_errors, lstsq
+from .registry import RecipeError, suggest
 
-__all__ = ["RIDGE", "RIDGE_GRID", "VALIDATION_EVERY", "Recovery", "distill", "layer_errors", "lstsq", "recover"]
+__all__ = ["DEFAULT_RECOVER_SECONDS", "FITS", "RECOVERIES", "RIDGE", "Recovery", "RecoveryConfig", "distill",
+           "layer_errors", "lstsq", "recover"]
 
 log = logging.getLogger("pruning.recover")
 
-# Ridge strength towards the current weights, relative to the mean diagonal of the input Gram matrix.
-# Picked per projection, on the calibration set alone: every VALIDATION_EVERY-th calibration batch is held
-# out of the fit, each strength of RIDGE_GRID is solved on the rest, and the one with the least
-# reconstruction error on the held-out batches wins; the projection is then re-solved on every batch with
-# it. RIDGE is used when the calibration set has too few batches to hold any out.
-RIDGE = 0.3
-RIDGE_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
-VALIDATION_EVERY = 4
+# recovery after removal; lstsq fits: ridge re-fit of the output projections, or Kwon's one scale per
+# kept head / neuron
+RECOVERIES = ("none", "lstsq", "distill", "lstsq+distill")
+FITS = ("ridge", "scales")
+DEFAULT_RECOVER_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    """Which repair runs after a structured method: ``method`` (none | lstsq | distill | lstsq+distill),
+    the lstsq ``fit`` (ridge | scales) and the distillation budget in ``seconds``; checked on construction."""
+
+    method: str = "none"
+    fit: str = "ridge"
+    seconds: float = DEFAULT_RECOVER_SECONDS
+
+    def __post_init__(self) -> None:
+        if self.method not in RECOVERIES:
+            raise RecipeError(f"unknown recovery {self.method!r}{suggest(str(self.method), RECOVERIES)}; choose one of {', '.join(RECOVERIES)}")
+        if self.fit not in FITS:
+            raise RecipeError(f"unknown lstsq fit {self.fit!r}; choose one of {', '.join(FITS)}")
+        secs = self.seconds
+        if isinstance(secs, bool) or not isinstance(secs, (int, float)) or not math.isfinite(secs) or secs <= 0:
+            raise RecipeError(f"recover_seconds {secs!r} must be a positive number of seconds, e.g. 120")
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The steps it runs, in order (empty for ``none``)."""
+        return () if self.method == "none" else tuple(self.method.split("+"))
+
+    def label_extras(self) -> list[str]:
+        """What a recipe label shows of it: the method (``lstsq-scales`` for a non-default fit) and a
+        non-default distillation budget (``60s``)."""
+        if self.method == "none":
+            return []
+        extras = [self.method if self.fit == FITS[0] or "lstsq" not in self.parts else self.method.replace("lstsq", f"lstsq-{self.fit}")]
+        if "distill" in self.parts and self.seconds != DEFAULT_RECOVER_SECONDS:
+            extras.append(f"{self.seconds:g}s")
+        return extras
 
 
 @dataclass(frozen=True)
@@ -64,350 +88,24 @@ class Recovery:
     steps: int = 0
 
 
-# -- what a projection sees --------------------------------------------------------------------
-def _projections(model: nn.Module, layer: int) -> dict[str, tuple[nn.Linear, int]]:
-    """The layer's attention-output and FFN down-projection, with each one's input group size."""
-    t = discover(model)
-    att, ffn = t.attention[layer], t.ffn[layer]
-    return {"att": (att.output, att.head_size), "ffn": (ffn.out, 1)}
-
-
-def _kept_columns(model: nn.Module, layer: int, part: str) -> torch.Tensor:
-    """Input columns of the projection that are still alive (read off the masks; all if unmasked)."""
-    t = discover(model)
-    if part == "att":
-        src, n = t.attention[layer].query, t.attention[layer].output.in_features
-    else:
-        src, n = t.ffn[layer].inp, t.ffn[layer].out.in_features
-    mask = getattr(src, "weight_mask", None)
-    if mask is None:
-        return torch.arange(n)
-    return mask.any(dim=1).nonzero().flatten().cpu()
-
-
-def _post_norms(model: nn.Module, layer: int, batch: dict[str, torch.Tensor]) -> dict[str, nn.Module]:
-    """The LayerNorm each projection of ``layer`` feeds: the first one of the layer to run after it."""
-    block = layer_stack(model)[layer]
-    projs = _projections(model, layer)
-    order: list[object] = []
-    norms = {id(m): m for m in block.modules() if isinstance(m, nn.LayerNorm)}
-    hooks = [m.register_forward_hook(lambda mod, a, o: order.append(id(mod))) for m in norms.values()]
-    hooks += [lin.register_forward_hook(lambda mod, a, o, p=p: order.append(p)) for p, (lin, _) in projs.items()]
-    try:
-        run_until(model, batch, block)
-    finally:
-        for h in hooks:
-            h.remove()
-    out = {}
-    for p in projs:
-        after = order[order.index(p) + 1:] if p in order else []
-        ln = next((norms[i] for i in after if i in norms), None)
-        if ln is None:
-            raise RecipeError(f"layer {layer}: no LayerNorm runs after its {p} projection; lstsq recovery needs a post-LN encoder")
-        out[p] = ln
-    return out
-
-
-Inputs = list[tuple[tuple, dict]]  # per calibration batch: the (args, kwargs) a layer is called with
-
-
-def _layer_inputs(model: nn.Module, calibration: Calibration) -> Inputs:
-    """What the first encoder layer is called with, per calibration batch (the forward stops there)."""
-    first = layer_stack(model)[0]
-    got: Inputs = []
-
-    def pre(_mod, args, kwargs):
-        got.append((tuple(a.detach() if torch.is_tensor(a) else a for a in args), dict(kwargs)))
-        raise StopForward
-
-    dev = next(model.parameters()).device
-    h = first.register_forward_pre_hook(pre, with_kwargs=True)
-    try:
-        for b in calibration.batches:
-            try:
-                with torch.no_grad():
-                    model(**{k: v.to(dev) for k, v in b.items()})
-            except StopForward:
-                pass
-    finally:
-        h.remove()
-    return got
-
-
-def _run_layer(block: nn.Module, inputs: Inputs, watch: dict[str, nn.Module] | None = None) -> tuple[Inputs, list[dict]]:
-    """Run one layer on stored inputs: the next layer's inputs, and per batch what ``watch``'s modules got
-    (``name -> (first positional input, output)``)."""
-    nxt: Inputs = []
-    seen: list[dict] = []
-    for args, kwargs in inputs:
-        with torch.no_grad(), capture(watch or {}) as got:
-            out = block(*args, **kwargs)
-        hidden = out[0] if isinstance(out, tuple) else out
-        nxt.append(((hidden,) + tuple(args[1:]), kwargs))
-        seen.append({k: (c.inputs[0][0], c.outputs[0]) for k, c in got.items()})
-    return nxt, seen
-
-
-def _stats(lin: nn.Linear, ln: nn.Module, block: nn.Module, inputs: Inputs, z_dense: list[torch.Tensor],
-           masks: list[torch.Tensor], kept: torch.Tensor, group: int, fit: str) -> dict:
-    """Accumulate the normal equations of one projection's fit over the calibration batches: the
-    student layer runs on its own inputs; ``z_dense`` is the dense pre-LayerNorm sum to match."""
-    dev = lin.weight.device
-    w = lin.weight.detach().double()[:, kept.to(dev)]
-    bias = lin.bias.detach().double() if lin.bias is not None else torch.zeros(lin.out_features, dtype=torch.float64, device=dev)
-    groups = len(kept) // group
-    _, seen = _run_layer(block, inputs, {"lin": lin, "ln": ln})
-    s: dict = {"tt": 0.0, "zz": 0.0, "err0": 0.0, "tt_v": 0.0}
-    held_out = fit == "ridge" and len(seen) >= VALIDATION_EVERY
-    for i, (got, zd_full, m) in enumerate(zip(seen, z_dense, masks)):
-        z_d = tokens_of(zd_full, m).double()
-        x = tokens_of(got["lin"][0], m).double()[:, kept.to(dev)]
-        y = tokens_of(got["lin"][1], m).double()
-        z_s = tokens_of(got["ln"][0], m).double()
-        target = z_d - (z_s - y)  # what the projection should output: dense sum minus the student's residual
-        s["tt"] += float(target.pow(2).sum())
-        s["zz"] += float(z_d.pow(2).sum())
-        s["err0"] += float((z_d - z_s).pow(2).sum())
-        if fit == "ridge":
-            xa = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=dev)], dim=1)
-            v = "_v" if held_out and i % VALIDATION_EVERY == VALIDATION_EVERY - 1 else ""  # held out of the fit
-            s["G" + v] = s.get("G" + v, 0) + xa.t() @ xa
-            s["H" + v] = s.get("H" + v, 0) + xa.t() @ target
-            if v:
-                s["tt_v"] += float(target.pow(2).sum())
-        else:
-            rhs = target - bias
-            if group == 1:
-                s["G"] = s.get("G", 0) + (x.t() @ x) * (w.t() @ w)
-                s["H"] = s.get("H", 0) + (x * (rhs @ w)).sum(dim=0)
-            else:
-                per = torch.einsum("tgd,ogd->tgo", x.reshape(-1, groups, group), w.reshape(-1, groups, group))
-                s["G"] = s.get("G", 0) + torch.einsum("tgo,tho->gh", per, per)
-                s["H"] = s.get("H", 0) + torch.einsum("tgo,to->g", per, rhs)
-    s.update(w=w, bias=bias)
-    return s
-
-
-def _write(lin: nn.Linear, kept: torch.Tensor, new_w: torch.Tensor, new_b: torch.Tensor | None) -> None:
-    """Put fitted kept columns (and bias) into the projection, masked or not."""
-    target = getattr(lin, "weight_orig", None)
-    target = lin.weight if target is None else target
-    with torch.no_grad():
-        target[:, kept.to(target.device)] = new_w.to(target.dtype)
-        if new_b is not None and lin.bias is not None:
-            lin.bias.copy_(new_b.to(lin.bias.dtype))
-
-
-def _ridge(g: torch.Tensor, h: torch.Tensor, prior: torch.Tensor, k: int, strength: float) -> torch.Tensor:
-    """Ridge solution of one projection's normal equations, pulled towards ``prior`` on the k weight
-    columns (not the bias) with ``strength`` x their mean input energy."""
-    reg = torch.zeros_like(g)
-    reg.diagonal()[:k] = strength * float(torch.diagonal(g)[:k].mean())
-    return torch.linalg.solve(g + reg, h + reg @ prior)
-
-
-def _solve(s: dict, lin: nn.Linear, kept: torch.Tensor, group: int, fit: str, layer: int, part: str) -> tuple[dict, dict | None]:
-    """Solve one projection's fit from its statistics, write it, and report the error before / after."""
-    denom = max(s["zz"], 1e-30)  # errors relative to the dense pre-LayerNorm sum's energy, as layer_errors
-    before = s["err0"] / denom
-    w, bias, g, h = s["w"], s["bias"], s["G"], s["H"]
-    if fit == "ridge":
-        k = len(kept)
-        prior = torch.cat([w, bias[:, None]], dim=1).t()  # ridge towards the current weights
-        prior[k:] = 0
-        strength, val = RIDGE, None
-        if "G_v" in s:  # pick the strength on the held-out calibration batches, then fit on all of them
-            gv, hv = s["G_v"], s["H_v"]
-            val = {}
-            for cand in RIDGE_GRID:
-                sol = _ridge(g, h, prior, k, cand)
-                val[cand] = float(torch.trace(sol.t() @ gv @ sol) - 2 * torch.trace(sol.t() @ hv) + s["tt_v"]) / denom
-            strength = min(val, key=val.get)
-            g, h = g + gv, h + hv  # "tt" already sums every batch
-        sol = _ridge(g, h, prior, k, strength)
-        _write(lin, kept, sol[:k].t(), sol[k])
-        after = float(torch.trace(sol.t() @ g @ sol) - 2 * torch.trace(sol.t() @ h) + s["tt"]) / denom
-        err = {"layer": layer, "part": part, "before": before, "after": max(after, 0.0), "ridge": strength}
-        if val is not None:
-            err["validation"] = {f"{c:g}": e for c, e in val.items()}
-        return err, None
-    damp = 1e-6 * float(torch.diagonal(g).mean())
-    scales = torch.linalg.solve(g + damp * torch.eye(len(g), dtype=g.dtype, device=g.device), h)
-    _write(lin, kept, w * scales.repeat_interleave(group)[None, :], None)
-    ones = torch.ones_like(scales)
-    after = before + float(scales @ g @ scales - 2 * scales @ h - (ones @ g @ ones - 2 * ones @ h)) / denom
-    groups = kept.reshape(-1, group)[:, 0] // group
-    return ({"layer": layer, "part": part, "before": before, "after": max(after, 0.0)},
-            {"layer": layer, "part": part, "kept": groups.tolist(), "scales": scales.float().cpu().tolist()})
-
-
-def lstsq(student: nn.Module, dense: nn.Module, calibration: Calibration, fit: str = "ridge") -> tuple[list[dict], list[dict]]:
-    """Fit every layer's output projections bottom up (see the module docstring); in place.
-
-    Each model's first-layer inputs are captured once per calibration batch and carried up layer by
-    layer, so the whole fit costs a few forwards. With depth pruning only kept layers are fitted, and
-    the FFN of the last kept layer below a removed run is fitted to the output of the run's top layer
-    (with that layer's LayerNorm). Returns (errors, scales): per projection the relative
-    pre-LayerNorm reconstruction error before and after its fit, and for ``fit="scales"`` the solved
-    scale of every kept head / neuron."""
-    errors, scales = [], []
-    student.eval()
-    dense.eval()
-    n = len(layer_stack(student))
-    skipped = set(getattr(student, "prunebench_skipped_layers", ()))  # depth pruning: layers passed through
-    kept = [i for i in range(n) if i not in skipped]
-    stack_s, stack_d = layer_stack(student), layer_stack(dense)
-    dev = next(student.parameters()).device
-    masks = [b["attention_mask"].to(dev) for b in calibration.batches]
-    first = calibration.batches[0]
-    s_in, d_in = _layer_inputs(student, calibration), _layer_inputs(dense, calibration)
-    s_pos = d_pos = 0
-    for pos, layer in enumerate(kept):
-        # a kept layer's FFN output stands in for the dense model's output of the last layer before the
-        # next kept one (the removed layers' work is folded into it)
-        top = (kept[pos + 1] - 1) if pos + 1 < len(kept) else n - 1
-        while s_pos < layer:
-            s_in, _ = _run_layer(stack_s[s_pos], s_in)
-            s_pos += 1
-        while d_pos < layer:
-            d_in, _ = _run_layer(stack_d[d_pos], d_in)
-            d_pos += 1
-        norms_d = _post_norms(dense, layer, first)
-        d_in, seen = _run_layer(stack_d[layer], d_in, norms_d)
-        d_pos += 1
-        z_att = [x["att"][0] for x in seen]
-        z_ffn = [x["ffn"][0] for x in seen]
-        if top != layer:
-            while d_pos < top:
-                d_in, _ = _run_layer(stack_d[d_pos], d_in)
-                d_pos += 1
-            top_norms = _post_norms(dense, top, first)
-            d_in, seen = _run_layer(stack_d[top], d_in, top_norms)
-            d_pos += 1
-            z_ffn = [x["ffn"][0] for x in seen]
-        norms_s = _post_norms(student, layer, first)
-        if top != layer:
-            norms_s["ffn"].load_state_dict(top_norms["ffn"].state_dict())
-        for part, z_d in (("att", z_att), ("ffn", z_ffn)):
-            lin, group = _projections(student, layer)[part]
-            cols = _kept_columns(student, layer, part)
-            st = _stats(lin, norms_s[part], stack_s[layer], s_in, z_d, masks, cols, group, fit)
-            err, sc = _solve(st, lin, cols, group, fit, layer, part)
-            log.info("lstsq[%s] layer %d %s: reconstruction error %.4f -> %.4f", fit, layer, part, err["before"], err["after"])
-            errors.append(err)
-            if sc is not None:
-                scales.append(sc)
-        s_in, _ = _run_layer(stack_s[layer], s_in)
-        s_pos += 1
-    return errors, scales
-
-
-def layer_errors(student: nn.Module, dense: nn.Module, calibration: Calibration) -> list[dict]:
-    """Per layer and projection, the relative error ``||z_s - z_d||^2 / ||z_d||^2`` of what reaches its
-    LayerNorm (pruned vs dense, each on its own inputs), measured directly by forwards."""
-    out = []
-    dev = next(student.parameters()).device
-    skipped = set(getattr(student, "prunebench_skipped_layers", ()))
-    for layer in range(len(layer_stack(student))):
-        if layer in skipped:
-            continue
-        norms_s = _post_norms(student, layer, calibration.batches[0])
-        norms_d = _post_norms(dense, layer, calibration.batches[0])
-        for part in ("att", "ffn"):
-            num = den = 0.0
-            for b in calibration.batches:
-                b = {k: v.to(dev) for k, v in b.items()}
-                with capture({"ln": norms_d[part]}) as gd:
-                    run_until(dense, b, norms_d[part])
-                with capture({"ln": norms_s[part]}) as gs:
-                    run_until(student, b, norms_s[part])
-                m = b["attention_mask"]
-                zd = tokens_of(gd["ln"].inputs[0][0], m).double()
-                zs = tokens_of(gs["ln"].inputs[0][0], m).double()
-                num += float((zs - zd).pow(2).sum())
-                den += float(zd.pow(2).sum())
-            out.append({"layer": layer, "part": part, "error": num / max(den, 1e-30)})
-    return out
-
-
-# -- distillation ------------------------------------------------------------------------------
-def _progress(total: float):
-    """A tqdm bar over seconds when tqdm is installed (to stderr), else None (the loop logs instead)."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=round(total), unit="s", desc="distill", leave=False)
-
-
-def distill(student: nn.Module, dense: nn.Module, calibration: Calibration, seconds: float, seed: int = 0,
-            lr: float = 5e-5) -> tuple[list[float], float, int]:
-    """Train ``student`` towards ``dense``'s mean-pooled embeddings (1 - cosine + MSE) on the calibration
-    batches with AdamW, seeded, until ``seconds`` have passed (checked after every step). The masked
-    weights stay masked (torch.nn.utils.prune multiplies ``weight_orig`` by the mask in every forward).
-    Returns (loss per step, seconds spent, steps)."""
-    if seconds <= 0:
-        raise RecipeError(f"distillation needs a positive time budget, not {seconds!r}; pass --recover-seconds 120")
-    dev = next(student.parameters()).device
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        dense.eval()
-        targets = [mean_pool(dense(**{k: v.to(dev) for k, v in b.items()}).last_hidden_state.float(), b["attention_mask"].to(dev))
-                   for b in calibration.batches]
-    params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    student.train()
-    for mod in student.modules():  # no dropout noise: the target is deterministic
-        if isinstance(mod, nn.Dropout):
-            mod.eval()
-    curve: list[float] = []
-    bar = _progress(seconds)
-    t0 = time.perf_counter()
-    last_tick = t0
-    try:
-        while time.perf_counter() - t0 < seconds:
-            for i in torch.randperm(len(calibration.batches), generator=gen).tolist():
-                b = {k: v.to(dev) for k, v in calibration.batches[i].items()}
-                emb = mean_pool(student(**b).last_hidden_state.float(), b["attention_mask"])
-                loss = (1 - nn.functional.cosine_similarity(emb, targets[i], dim=-1)).mean() + nn.functional.mse_loss(emb, targets[i])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                curve.append(float(loss.detach()))
-                now = time.perf_counter()
-                if bar is not None:
-                    bar.update(round(now - t0) - bar.n)
-                    bar.set_postfix(loss=f"{curve[-1]:.4f}")
-                elif now - last_tick > 10:
-                    log.info("distill %.0f/%.0f s, loss %.4f", now - t0, seconds, curve[-1])
-                    last_tick = now
-                if now - t0 >= seconds:
-                    break
-    finally:
-        if bar is not None:
-            bar.close()
-        student.eval()
-    spent = time.perf_counter() - t0
-    log.info("distilled %d steps in %.1f s, loss %.4f -> %.4f", len(curve), spent, curve[0] if curve else float("nan"), curve[-1] if curve else float("nan"))
-    return curve, spent, len(curve)
-
-
-def recover(student: nn.Module, dense: nn.Module, calibration: Calibration, recipe: PruneRecipe) -> Recovery:
-    """Run ``recipe.recover`` (lstsq, distill or lstsq+distill) on the masked ``student``, in place."""
-    if recipe.recover == "none":
+def recover(student: nn.Module, dense: nn.Module, calibration: Calibration | None, config: RecoveryConfig,
+            seed: int = 0) -> Recovery:
+    """Run ``config`` (lstsq, distill or lstsq+distill) on the masked ``student``, in place; ``dense`` is the
+    teacher, ``seed`` seeds the distillation's batch order."""
+    if config.method == "none":
         return Recovery("none", None, 0.0, 0)
     if calibration is None:
-        raise RecipeError(f"recovery {recipe.recover!r} needs a calibration set")
+        raise RecipeError(f"recovery {config.method!r} needs a calibration set")
     t0 = time.perf_counter()
     errors: list[dict] = []
     scales: list[dict] = []
     curve: list[float] = []
     spent, steps = 0.0, 0
-    parts = recipe.recover.split("+")
-    if "lstsq" in parts:
-        errors, scales = lstsq(student, dense, calibration, recipe.fit)
-    if "distill" in parts:
-        curve, spent, steps = distill(student, dense, calibration, recipe.recover_seconds, recipe.seed)
-    return Recovery(recipe.recover, recipe.fit if "lstsq" in parts else None, time.perf_counter() - t0, calibration.size,
+    if "lstsq" in config.parts:
+        errors, scales = lstsq(student, dense, calibration, config.fit)
+    if "distill" in config.parts:
+        curve, spent, steps = distill(student, dense, calibration, config.seconds, seed)
+    seconds = time.perf_counter() - t0
+    log.info("recovery %s took %.1f s on %d calibration sequences", config.method, seconds, calibration.size)
+    return Recovery(config.method, config.fit if "lstsq" in config.parts else None, seconds, calibration.size,
                     tuple(errors), tuple(scales), spent, tuple(curve), steps)

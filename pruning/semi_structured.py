@@ -10,14 +10,16 @@ With ``importance = "wanda"`` the N kept per group are those with the largest ``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .recipe import PruneRecipe, RecipeError, register_method
+from .registry import MethodConfig, RecipeError, register_method, register_transform
 from .targets import scope_params
 
-__all__ = ["NM_PATTERNS", "check_nm", "nm_mask", "nm_violations"]
+__all__ = ["NM", "NM_PATTERNS", "check_nm", "nm_mask", "nm_violations"]
 
 # method name -> (N kept, M per group)
 NM_PATTERNS: dict[str, tuple[int, int]] = {"2:4": (2, 4), "4:8": (4, 8)}
@@ -53,11 +55,26 @@ def check_nm(tensor: torch.Tensor, n: int, m: int) -> bool:
     return nm_violations(tensor, n, m) == 0
 
 
-def _apply_nm(model: nn.Module, recipe: PruneRecipe, calibration=None) -> nn.Module:
-    n, m = NM_PATTERNS[recipe.method]
-    params = scope_params(model, recipe.scope)
+@dataclass(frozen=True)
+class NM(MethodConfig):
+    """An N:M pattern (the method name, ``2:4`` or ``4:8``; sparsity is fixed at 1 - N/M) on Linear weights,
+    the N kept per group chosen by ``importance`` (``magnitude`` or data-aware ``wanda``)."""
+
+    scope: str = "linear"
+    importance: str | None = None
+
+    @property
+    def n_m(self) -> tuple[int, int]:
+        """(N kept, M per group)."""
+        return NM_PATTERNS[self.method]
+
+
+@register_transform(NM)
+def _apply_nm(model: nn.Module, config: NM, calibration=None) -> nn.Module:
+    n, m = config.n_m
+    params = scope_params(model, config.scope)
     scores = None
-    if recipe.importance == "wanda":
+    if config.importance == "wanda":
         from .unstructured import wanda_scores
 
         scores = wanda_scores(model, [mod for mod, _ in params], calibration)
@@ -66,7 +83,7 @@ def _apply_nm(model: nn.Module, recipe: PruneRecipe, calibration=None) -> nn.Mod
         try:
             mask = nm_mask(weight if scores is None else scores[i], n, m)
         except ValueError as exc:
-            raise RecipeError(f"method {recipe.method!r} cannot prune {type(module).__name__} weight {tuple(weight.shape)}: {exc}") from None
+            raise RecipeError(f"method {config.method!r} cannot prune {type(module).__name__} weight {tuple(weight.shape)}: {exc}") from None
         prune.custom_from_mask(module, name, mask)
     return model
 
@@ -74,10 +91,11 @@ def _apply_nm(model: nn.Module, recipe: PruneRecipe, calibration=None) -> nn.Mod
 for _name, (_n, _m) in NM_PATTERNS.items():
     register_method(
         _name,
+        NM,
         pattern="n:m",
         help=f"keep the {_n} largest |w| (or Wanda |w|*||x||) of every {_m} consecutive weights of each Linear row ({_name}, sparsity {1 - _n / _m:.2f})",
         fixed_sparsity=1 - _n / _m,
         scopes=("linear",),
         importances=("magnitude", "wanda"),
         data_aware=("wanda",),
-    )(_apply_nm)
+    )

@@ -12,6 +12,7 @@ head indices and counts and FFN sizes (a ``prunebench`` block) beside model.safe
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,10 +20,12 @@ from torch import nn
 from torch.nn.utils import prune
 
 from .importance import group_scores
-from .recipe import PruneRecipe, RecipeError, register_method
+from .masks import remove_masks
+from .registry import MethodConfig, RecipeError, register_method, register_transform
+from .shapes import kept_from_masks, layer_shapes, removed_fraction
 from .targets import AttentionBlock, EncoderTargets, FFNBlock, discover
 
-__all__ = ["FORMAT", "bake", "layer_shapes", "load_pruned", "removal_counts", "removed_fraction", "save_pruned", "set_head_count", "shrink_layer"]
+__all__ = ["FORMAT", "Structured", "bake", "layer_shapes", "load_pruned", "removal_counts", "removed_fraction", "save_pruned", "set_head_count", "shrink_layer"]
 
 log = logging.getLogger("pruning.structured")
 
@@ -88,82 +91,41 @@ def _keep_vector(kept: list[int], n: int, size: int = 1) -> torch.Tensor:
     return keep.repeat_interleave(size)
 
 
-def _prune(model: nn.Module, recipe: PruneRecipe, kinds: tuple[str, ...], calibration=None) -> nn.Module:
+@dataclass(frozen=True)
+class Structured(MethodConfig):
+    """Whole heads and/or FFN neurons (``heads``, ``ffn``, ``heads+ffn``): scored by ``importance``
+    (``magnitude`` with ``norm`` l1 | l2 | random, or data-aware ``activation`` / ``fisher``), allocated
+    ``uniform``ly per layer or ``global``ly across layers."""
+
+    norm: str | None = None
+    allocation: str | None = None
+    importance: str | None = None
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The groups it removes: ``("heads",)``, ``("ffn",)`` or both."""
+        return tuple(self.spec.pattern.split("+"))
+
+
+@register_transform(Structured)
+def _prune(model: nn.Module, config: Structured, calibration=None) -> nn.Module:
+    kinds = config.kinds
     t = discover(model)
-    scores = group_scores(model, kinds, recipe.importance, recipe.norm, calibration, recipe.seed)
+    scores = group_scores(model, kinds, config.importance, config.norm, calibration, config.seed)
     if "heads" in kinds:
-        kept = _allocate(scores["heads"], recipe.sparsity, recipe.allocation)
+        kept = _allocate(scores["heads"], config.sparsity, config.allocation)
         for att, k in zip(t.attention, kept):
             rows = _keep_vector(k, att.num_heads, att.head_size)
             for lin in (att.query, att.key, att.value):
                 _mask(lin, rows, 0)
             _mask(att.output, rows, 1)
     if "ffn" in kinds:
-        kept = _allocate(scores["ffn"], recipe.sparsity, recipe.allocation)
+        kept = _allocate(scores["ffn"], config.sparsity, config.allocation)
         for ffn, k in zip(t.ffn, kept):
             rows = _keep_vector(k, ffn.neurons)
             _mask(ffn.inp, rows, 0)
             _mask(ffn.out, rows, 1)
     return model
-
-
-# -- what a model keeps ------------------------------------------------------------------------
-def _kept_from_masks(t: EncoderTargets) -> list[tuple[list[int], list[int]]] | None:
-    """Per layer (kept head indices, kept neuron indices) read off the prune masks, or None if unmasked."""
-    out, masked = [], False
-    for att, ffn in zip(t.attention, t.ffn):
-        heads = list(range(att.num_heads))
-        qmask = getattr(att.query, "weight_mask", None)
-        if qmask is not None:
-            masked = True
-            heads = [h for h in heads if bool(qmask.reshape(att.num_heads, -1)[h].any())]
-        neurons = list(range(ffn.neurons))
-        fmask = getattr(ffn.inp, "weight_mask", None)
-        if fmask is not None:
-            masked = True
-            neurons = [j for j in neurons if bool(fmask[j].any())]
-        out.append((heads, neurons))
-    return out if masked else None
-
-
-def layer_shapes(model: nn.Module) -> list[dict]:
-    """Per layer: kept heads (count and indices) and FFN size, against the counts before pruning.
-
-    Read off the masks of a masked model; for a shrunk model, from what ``bake``/``load_pruned``
-    recorded (``model.prunebench_structure``); otherwise the model's own, unpruned, shapes.
-    """
-    t = discover(model)
-    kept = _kept_from_masks(t)
-    if kept is not None:
-        return [dict(num_heads=len(h), head_indices=h, ffn_size=len(f), dense_num_heads=a.num_heads, dense_ffn_size=ff.neurons)
-                for (h, f), a, ff in zip(kept, t.attention, t.ffn)]
-    recorded = getattr(model, "prunebench_structure", None)
-    if recorded is not None:
-        return [dict(x) for x in recorded]
-    return [dict(num_heads=a.num_heads, head_indices=list(range(a.num_heads)), ffn_size=f.neurons,
-                 dense_num_heads=a.num_heads, dense_ffn_size=f.neurons) for a, f in zip(t.attention, t.ffn)]
-
-
-def removed_fraction(model: nn.Module, kinds: tuple[str, ...] | None = None) -> float:
-    """The sparsity a structured recipe achieved: the fraction of heads and/or FFN neurons removed.
-
-    With both kinds (``heads+ffn``) it is the mean of the two fractions, so heads count as much as
-    neurons although neurons outnumber them. ``kinds`` defaults to the model's recipe pattern.
-    """
-    if kinds is None:
-        recipe = getattr(model, "prunebench_recipe", None)
-        kinds = tuple(recipe.spec.pattern.split("+")) if recipe is not None else ("heads", "ffn")
-    shapes = layer_shapes(model)
-    fractions = []
-    if "heads" in kinds:
-        fractions.append(1 - sum(s["num_heads"] for s in shapes) / sum(s["dense_num_heads"] for s in shapes))
-    if "ffn" in kinds:
-        fractions.append(1 - sum(s["ffn_size"] for s in shapes) / sum(s["dense_ffn_size"] for s in shapes))
-    if "layers" in kinds:
-        from .depth import removed_layers_fraction
-
-        fractions.append(removed_layers_fraction(model))
-    return sum(fractions) / len(fractions) if fractions else 0.0
 
 
 # -- physical removal (bake) -------------------------------------------------------------------
@@ -207,11 +169,9 @@ def shrink_layer(att: AttentionBlock, ffn: FFNBlock, heads: list[int], neurons: 
 
 def bake(model: nn.Module) -> nn.Module:
     """Remove the masked heads and neurons physically; the result computes what the masked model did."""
-    from .unstructured import bake as remove_masks
-
     shapes = layer_shapes(model)
     t = discover(model)
-    kept = _kept_from_masks(t) or [(list(range(a.num_heads)), list(range(f.neurons))) for a, f in zip(t.attention, t.ffn)]
+    kept = kept_from_masks(t) or [(list(range(a.num_heads)), list(range(f.neurons))) for a, f in zip(t.attention, t.ffn)]
     remove_masks(model)
     for att, ffn, (heads, neurons) in zip(t.attention, t.ffn, kept):
         shrink_layer(att, ffn, heads, neurons)
@@ -223,19 +183,12 @@ _COMMON = dict(norms=("l1", "l2", "random"), default_norm="l1", allocations=("un
                structured=True, bake=bake, importances=("magnitude", "activation", "fisher"), data_aware=("activation", "fisher"))
 
 
-@register_method("heads", pattern="heads", help="whole attention heads by importance (weight norm of q/k/v rows + output columns, activation or Fisher); removed on bake", **_COMMON)
-def _heads(model: nn.Module, recipe: PruneRecipe, calibration=None) -> nn.Module:
-    return _prune(model, recipe, ("heads",), calibration)
-
-
-@register_method("ffn", pattern="ffn", help="whole FFN neurons by importance (weight norm of input row + output column, activation or Fisher); removed on bake", **_COMMON)
-def _ffn(model: nn.Module, recipe: PruneRecipe, calibration=None) -> nn.Module:
-    return _prune(model, recipe, ("ffn",), calibration)
-
-
-@register_method("heads+ffn", pattern="heads+ffn", help="attention heads and FFN neurons together (the same fraction of each); removed on bake", **_COMMON)
-def _heads_ffn(model: nn.Module, recipe: PruneRecipe, calibration=None) -> nn.Module:
-    return _prune(model, recipe, ("heads", "ffn"), calibration)
+register_method("heads", Structured, pattern="heads", **_COMMON,
+                help="whole attention heads by importance (weight norm of q/k/v rows + output columns, activation or Fisher); removed on bake")
+register_method("ffn", Structured, pattern="ffn", **_COMMON,
+                help="whole FFN neurons by importance (weight norm of input row + output column, activation or Fisher); removed on bake")
+register_method("heads+ffn", Structured, pattern="heads+ffn", **_COMMON,
+                help="attention heads and FFN neurons together (the same fraction of each); removed on bake")
 
 
 # -- save and reload ---------------------------------------------------------------------------

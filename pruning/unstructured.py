@@ -10,65 +10,62 @@ output row go, so every row keeps the same number of weights.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .recipe import PruneRecipe, register_method
-from .targets import Param, scope_params
+from .masks import is_masked, masked_params, sparsity_of
+from .masks import remove_masks as bake
+from .registry import MethodConfig, RecipeError, register_method, register_transform
+from .targets import scope_params
 
-__all__ = ["bake", "is_masked", "masked_params", "sparsity_of", "wanda_mask", "wanda_scores"]
+__all__ = ["Dense", "Unstructured", "bake", "is_masked", "masked_params", "sparsity_of", "wanda_mask", "wanda_scores"]
 
 
-def _global(model: nn.Module, recipe: PruneRecipe, method) -> nn.Module:
-    params = scope_params(model, recipe.scope)
-    torch.manual_seed(recipe.seed)
-    prune.global_unstructured(params, pruning_method=method, amount=recipe.sparsity)
+@dataclass(frozen=True)
+class Dense(MethodConfig):
+    """The unpruned model: sparsity 0, no knobs."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sparsity != 0.0:
+            raise RecipeError(f"method {self.method!r} takes sparsity 0; use a pruning method for sparsity > 0")
+
+
+@dataclass(frozen=True)
+class Unstructured(MethodConfig):
+    """Masks on single weights (or whole rows, ``ln-structured``) of the ``scope``'s tensors: ``norm``
+    for ln-structured, ``importance = "wanda"`` for the data-aware method, ``seed`` for random ones."""
+
+    scope: str = "linear"
+    norm: str | None = None
+    importance: str | None = None
+
+
+@register_transform(Dense)
+def _dense(model: nn.Module, config: Dense, calibration=None) -> nn.Module:
     return model
 
 
-def _local(model: nn.Module, recipe: PruneRecipe, fn) -> nn.Module:
-    torch.manual_seed(recipe.seed)
-    for module, name in scope_params(model, recipe.scope):
-        fn(module, name, amount=recipe.sparsity)
+def _global(model: nn.Module, config: Unstructured, method) -> nn.Module:
+    params = scope_params(model, config.scope)
+    torch.manual_seed(config.seed)
+    prune.global_unstructured(params, pruning_method=method, amount=config.sparsity)
     return model
 
 
-@register_method("dense", pattern="none", help="no pruning: the baseline every case is measured against", scoped=False)
-def _dense(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
+def _local(model: nn.Module, config: Unstructured, fn) -> nn.Module:
+    torch.manual_seed(config.seed)
+    for module, name in scope_params(model, config.scope):
+        fn(module, name, amount=config.sparsity)
     return model
 
 
-@register_method("global-l1", pattern="unstructured", help="smallest |w| across the whole scope (prune.global_unstructured)")
-def _global_l1(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
-    return _global(model, recipe, prune.L1Unstructured)
-
-
-@register_method("global-random", pattern="unstructured", help="random weights across the whole scope, seeded")
-def _global_random(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
-    return _global(model, recipe, prune.RandomUnstructured)
-
-
-@register_method("local-l1", pattern="unstructured", help="smallest |w| of each tensor (prune.l1_unstructured)")
-def _local_l1(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
-    return _local(model, recipe, prune.l1_unstructured)
-
-
-@register_method("local-random", pattern="unstructured", help="random weights of each tensor, seeded")
-def _local_random(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
-    return _local(model, recipe, prune.random_unstructured)
-
-
-@register_method(
-    "ln-structured",
-    pattern="rows",
-    help="whole output rows of each tensor by Ln norm (prune.ln_structured, dim 0): masked, not removed",
-    norms=("l1", "l2"),
-    default_norm="l1",
-)
-def _ln_structured(model: nn.Module, recipe: PruneRecipe) -> nn.Module:
-    n = 1 if recipe.norm == "l1" else 2
-    return _local(model, recipe, lambda m, name, amount: prune.ln_structured(m, name, amount=amount, n=n, dim=0))
+def _ln_structured(model: nn.Module, config: Unstructured) -> nn.Module:
+    n = 1 if config.norm == "l1" else 2
+    return _local(model, config, lambda m, name, amount: prune.ln_structured(m, name, amount=amount, n=n, dim=0))
 
 
 def wanda_scores(model: nn.Module, linears: list[nn.Linear], calibration) -> list[torch.Tensor]:
@@ -89,36 +86,34 @@ def wanda_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
     return mask
 
 
-@register_method("wanda", pattern="unstructured", scopes=("linear",), importances=("wanda",), data_aware=("wanda",),
-                 help="data-aware: lowest |W_ij|*||X_j|| of each Linear row (Wanda), on the calibration set")
-def _wanda(model: nn.Module, recipe: PruneRecipe, calibration=None) -> nn.Module:
-    linears = [m for m, _ in scope_params(model, recipe.scope)]
+def _wanda(model: nn.Module, config: Unstructured, calibration) -> nn.Module:
+    linears = [m for m, _ in scope_params(model, config.scope)]
     for lin, score in zip(linears, wanda_scores(model, linears, calibration)):
-        prune.custom_from_mask(lin, "weight", wanda_mask(score, recipe.sparsity))
+        prune.custom_from_mask(lin, "weight", wanda_mask(score, config.sparsity))
     return model
 
 
-def masked_params(model: nn.Module) -> list[Param]:
-    """Every ``(module, name)`` that carries a prune mask."""
-    return [(m, k[: -len("_mask")]) for m in model.modules() for k, _ in m.named_buffers(recurse=False) if k.endswith("_mask")]
+_KINDS = {
+    "global-l1": lambda model, c, cal: _global(model, c, prune.L1Unstructured),
+    "global-random": lambda model, c, cal: _global(model, c, prune.RandomUnstructured),
+    "local-l1": lambda model, c, cal: _local(model, c, prune.l1_unstructured),
+    "local-random": lambda model, c, cal: _local(model, c, prune.random_unstructured),
+    "ln-structured": lambda model, c, cal: _ln_structured(model, c),
+    "wanda": _wanda,
+}
 
 
-def is_masked(model: nn.Module) -> bool:
-    return bool(masked_params(model))
+@register_transform(Unstructured)
+def _unstructured(model: nn.Module, config: Unstructured, calibration=None) -> nn.Module:
+    return _KINDS[config.method](model, config, calibration)
 
 
-def bake(model: nn.Module) -> nn.Module:
-    """Make masks permanent (``prune.remove``): plain dense tensors with zeros, no hooks."""
-    for module, name in masked_params(model):
-        prune.remove(module, name)
-    return model
-
-
-def sparsity_of(params: list[Param]) -> float:
-    """Fraction of exact zeros over the effective tensors of ``params``."""
-    zeros = total = 0
-    for module, name in params:
-        t = getattr(module, name)
-        zeros += int((t == 0).sum())
-        total += t.numel()
-    return zeros / total if total else 0.0
+register_method("dense", Dense, pattern="none", help="no pruning: the baseline every case is measured against", scoped=False)
+register_method("global-l1", Unstructured, pattern="unstructured", help="smallest |w| across the whole scope (prune.global_unstructured)")
+register_method("global-random", Unstructured, pattern="unstructured", help="random weights across the whole scope, seeded")
+register_method("local-l1", Unstructured, pattern="unstructured", help="smallest |w| of each tensor (prune.l1_unstructured)")
+register_method("local-random", Unstructured, pattern="unstructured", help="random weights of each tensor, seeded")
+register_method("ln-structured", Unstructured, pattern="rows", norms=("l1", "l2"), default_norm="l1",
+                help="whole output rows of each tensor by Ln norm (prune.ln_structured, dim 0): masked, not removed")
+register_method("wanda", Unstructured, pattern="unstructured", scopes=("linear",), importances=("wanda",), data_aware=("wanda",),
+                help="data-aware: lowest |W_ij|*||X_j|| of each Linear row (Wanda), on the calibration set")

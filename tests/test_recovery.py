@@ -186,7 +186,7 @@ def test_ridge_strength_is_picked_per_projection_on_held_out_calibration_batches
     """With enough calibration batches every 4th is held out of the fit: each projection's strength is the
     grid value with the least held-out error; with one batch (nothing to hold out) it is RIDGE; a one-value
     grid fixes it."""
-    import pruning.recover as rec
+    import pruning.recover_lstsq as rec
 
     cal64 = calibration_for(bert, PruneRecipe("heads", 0.25, recover="lstsq", calibration=64))
     assert len(cal64.batches) >= rec.VALIDATION_EVERY
