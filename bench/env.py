@@ -19,8 +19,10 @@ import platform
 import subprocess
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable, TypeVar
 
-__all__ = ["CPU_FLAGS", "ENV_KEYS", "cpu_flags", "env_difference", "environment", "fingerprint", "runtime_versions"]
+__all__ = ["CPU_FLAGS", "ENV_KEYS", "cpu_flags", "env_difference", "environment", "fingerprint", "runtime_versions",
+           "setting"]
 
 log = logging.getLogger("bench.env")
 
@@ -42,6 +44,22 @@ def cpu_flags() -> tuple[str, ...]:
     except OSError:
         pass
     return ()
+
+
+T = TypeVar("T")
+
+
+def setting(name: str, default: T, parse: Callable[[str], T | None], what: str, example: str) -> T:
+    """The environment variable ``name`` as ``parse`` reads it, or ``default`` where it is unset or blank: a
+    knob read when a runtime prepares a case (e.g. ``PRUNEBENCH_BSR_BLOCK``). ``parse`` returns None for a
+    bad value, which raises ValueError naming the variable, ``what`` it must be and an ``example`` fix."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    value = parse(raw)
+    if value is None:
+        raise ValueError(f"{name}={raw!r} is not {what}; set it to {example}")
+    return value
 
 
 def _cpu_name() -> str:
