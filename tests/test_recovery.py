@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -156,17 +157,34 @@ def test_recipe_labels_and_checks():
         apply(load_model("tiny-bert").fresh(), PruneRecipe("heads", 0.5, importance="fisher"))
 
 
-@pytest.mark.parametrize("args, needle", [
+BAD_VALUES = [
     (["--importance", "bogus"], "importance"),
     (["--recover", "bogus"], "unknown recovery"),
     (["--recover", "distill", "--recover-seconds", "0"], "recover_seconds"),
     (["--recover", "lstsq", "--calibration", "4"], "too small"),
     (["--recover", "lstsq", "--calibration", "100000"], "calibration split"),
-])
-def test_bad_values_exit_2_with_one_line(tmp_path, args, needle):
-    cmd = [sys.executable, "-m", "bench.cli", "prune", "--model", "tiny-bert", "--method", "heads+ffn", "--sparsity", "0.5",
-           "--out", str(tmp_path / "o"), *args]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+]
+
+
+@pytest.fixture(scope="module")
+def bad_value_runs(tmp_path_factory) -> dict[tuple[str, ...], subprocess.CompletedProcess]:
+    """``prunebench prune`` with each bad value below, each in its own process, run concurrently (independent)."""
+    root = tmp_path_factory.mktemp("bad-values")
+
+    def prune(i_args: tuple[int, tuple[str, ...]]) -> subprocess.CompletedProcess:
+        i, args = i_args
+        cmd = [sys.executable, "-m", "bench.cli", "prune", "--model", "tiny-bert", "--method", "heads+ffn", "--sparsity", "0.5",
+               "--out", str(root / f"o{i}"), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+    argvs = [tuple(args) for args, _ in BAD_VALUES]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip(argvs, pool.map(prune, enumerate(argvs))))
+
+
+@pytest.mark.parametrize("args, needle", BAD_VALUES)
+def test_bad_values_exit_2_with_one_line(bad_value_runs, args, needle):
+    p = bad_value_runs[tuple(args)]
     assert p.returncode == 2, p.stderr
     lines = [x for x in p.stderr.splitlines() if x.startswith("prunebench:")]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in p.stderr

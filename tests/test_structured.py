@@ -62,8 +62,8 @@ def test_shrunk_model_equals_masked_model(models, arch, method, allocation):
 
 
 @pytest.mark.minilm
-def test_shrunk_minilm_equals_masked_minilm():
-    loaded = load_model("minilm")
+def test_shrunk_minilm_equals_masked_minilm(minilm):
+    loaded = minilm
     recipe = PruneRecipe("heads+ffn", 0.5)
     inputs = loaded.batch(2, 32)
     shrunk = bake(apply(loaded.fresh(), recipe))
