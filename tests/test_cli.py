@@ -7,13 +7,14 @@ import json
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from bench import cli
 from bench.records import read_records
+
+from .forked_cli import run_many
 
 TINY_RUN = ["--model", "tiny-bert", "--batch", "2", "--seq-len", "16", "--time-cap", "0.5", "--threads", "1"]
 
@@ -104,10 +105,9 @@ BAD_INPUT = [
 
 @pytest.fixture(scope="module")
 def bad_input_runs() -> dict[tuple[str, ...], subprocess.CompletedProcess]:
-    """The bad-input commands below, each in its own process, run concurrently (they are independent)."""
+    """The bad-input commands below, run concurrently, each in a process of its own (tests/forked_cli.py)."""
     argvs = [tuple(args) for args, _ in BAD_INPUT]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(zip(argvs, pool.map(lambda argv: _prunebench(*argv), argvs)))
+    return dict(zip(argvs, run_many([(list(argv), None) for argv in argvs])))
 
 
 @pytest.mark.parametrize("args, needle", BAD_INPUT)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -19,6 +18,8 @@ from pruning.importance import group_scores, layer_scores
 from pruning.recover import layer_errors, lstsq
 from pruning.semi_structured import check_nm
 from pruning.structured import save_pruned
+
+from .forked_cli import run_many
 
 CAL = 16  # calibration articles: the smallest lstsq accepts, enough for a tiny config
 
@@ -168,18 +169,12 @@ BAD_VALUES = [
 
 @pytest.fixture(scope="module")
 def bad_value_runs(tmp_path_factory) -> dict[tuple[str, ...], subprocess.CompletedProcess]:
-    """``prunebench prune`` with each bad value below, each in its own process, run concurrently (independent)."""
+    """``prunebench prune`` with each bad value below, run concurrently, each in a process of its own
+    (tests/forked_cli.py)."""
     root = tmp_path_factory.mktemp("bad-values")
-
-    def prune(i_args: tuple[int, tuple[str, ...]]) -> subprocess.CompletedProcess:
-        i, args = i_args
-        cmd = [sys.executable, "-m", "bench.cli", "prune", "--model", "tiny-bert", "--method", "heads+ffn", "--sparsity", "0.5",
-               "--out", str(root / f"o{i}"), *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-
     argvs = [tuple(args) for args, _ in BAD_VALUES]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(zip(argvs, pool.map(prune, enumerate(argvs))))
+    prune = ["prune", "--model", "tiny-bert", "--method", "heads+ffn", "--sparsity", "0.5"]
+    return dict(zip(argvs, run_many([([*prune, "--out", str(root / f"o{i}"), *argv], None) for i, argv in enumerate(argvs)], timeout=300)))
 
 
 @pytest.mark.parametrize("args, needle", BAD_VALUES)
