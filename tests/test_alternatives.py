@@ -37,7 +37,8 @@ def _keep_torch_threads():
 @pytest.fixture
 def session(tmp_path):
     case = Case("tiny-bert", PruneRecipe("dense"), "torch-dense", batch=2, seq_len=16, threads=1)
-    s = Session(Plan((case,), memory=False, quality=False), tmp_path / "run", "test")
+    # latency is timed here only to show a case that passes its gate gets one: a short cap, not the default 20 s
+    s = Session(Plan((case,), memory=False, quality=False, time_cap_s=1.0), tmp_path / "run", "test")
     yield s
     s.close()
 

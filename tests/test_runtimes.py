@@ -60,7 +60,8 @@ MATRIX += [(model, m, rt) for model in ("tiny-distilbert", "tiny-roberta") for m
 
 
 @pytest.mark.parametrize("model,method,runtime", MATRIX, ids=[f"{a}/{b}/{c}" for a, b, c in MATRIX])
-def test_every_method_runtime_pair_passes_equality_or_is_skipped_with_reason(session, tmp_path, model, method, runtime):
+def test_every_method_runtime_pair_passes_equality_or_is_skipped_with_reason(session, tiny_models, tmp_path, model, method,
+                                                                            runtime):
     case = Case(model, PruneRecipe(method, 0.0 if method == "dense" else 0.5), runtime, batch=2, seq_len=16, threads=1)
     reason = session.unavailable(case)
     if reason is not None:
@@ -68,7 +69,7 @@ def test_every_method_runtime_pair_passes_equality_or_is_skipped_with_reason(ses
         pytest.skip(reason)
     ref = session.reference(case)
     out = build_runner(case, tmp_path).outputs()
-    mask = load_model(model).batch(2, 16)["attention_mask"]
+    mask = tiny_models[model].batch(2, 16)["attention_mask"]  # the case's fixed batch (seeded: the same on every load)
     gate = equality_gate(get_runtime(case.runtime), case.runtime, case.dtype, out, ref, mask)
     assert gate.error is None, f"{case.case_id}: {gate.error}"
 
