@@ -378,6 +378,8 @@ def test_alternatives_plan_runs_end_to_end_ok_or_skipped_with_a_reason(tmp_path)
     small shape: every row ok or skipped with a reason, every baseline dense fp32 torch, the section rendered."""
     import tomllib
 
+    from bench.cli import main
+
     d = tomllib.loads((ROOT / "bench/plans/alternatives.toml").read_text())
     keep = [r for r in d["recipes"] if r["method"] == "dense"] + [{**d["recipes"][3], "sparsity": [0.25]}]
     lines = [f"{k} = {json.dumps(v)}" for k, v in d.items() if k not in ("recipes", "runtimes", "models")]
@@ -388,10 +390,8 @@ def test_alternatives_plan_runs_end_to_end_ok_or_skipped_with_a_reason(tmp_path)
     plan = tmp_path / "alt.toml"
     plan.write_text("\n".join(lines) + "\n")
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "bench.cli", "run", "--plan", str(plan), "--batch", "2", "--seq-len", "16", "--threads", "1",
-           "--time-cap", "0.3", "--no-memory", "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert main(["run", "--plan", str(plan), "--batch", "2", "--seq-len", "16", "--threads", "1", "--time-cap", "0.3",
+                 "--no-memory", "--out", str(out)]) == 0  # in process: the process boundary is test_cli's
     recs = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
     assert len(recs) == 9 and {r["method"] for r in recs} == {"dense", "heads+ffn"}
     assert all(r["status"] == "ok" or (r["status"] == "skipped" and r["reason"]) for r in recs), [r["error"] for r in recs]

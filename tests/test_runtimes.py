@@ -3,8 +3,6 @@ passes the equality gate or is skipped with a reason; ORT export keeps token_typ
 each runtime's own format; unavailable reasons without CUDA; the gate fails a mismatching case."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -259,12 +257,12 @@ def test_recipe_dtype_must_be_a_known_dtype():
 
 
 def test_cli_run_records_each_format_and_reports_break_even(tmp_path):
+    from bench.cli import main
+
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "bench.cli", "run", "--model", "tiny-bert", "--methods", "global-l1", "--sparsity", "0.5,0.9",
-           "--runtimes", "torch-csr,onnxruntime,torch-semi24", "--batch", "2", "--seq-len", "16", "--threads", "1",
-           "--time-cap", "0.3", "--no-memory", "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert main(["run", "--model", "tiny-bert", "--methods", "global-l1", "--sparsity", "0.5,0.9", "--runtimes",
+                 "torch-csr,onnxruntime,torch-semi24", "--batch", "2", "--seq-len", "16", "--threads", "1", "--time-cap", "0.3",
+                 "--no-memory", "--out", str(out)]) == 0  # in process: the process boundary is test_cli's
     recs = {r["case_id"]: r for r in map(json.loads, (out / "records.jsonl").read_text().splitlines())}
     assert len(recs) == 6
     for cid, r in recs.items():
