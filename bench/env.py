@@ -6,7 +6,8 @@ measurements are comparable.
 its instruction-set flags that decide which dtypes and kernels make sense (``cpu_flags``), the GPU and the
 git sha. ``fingerprint(case, env)`` hashes the case definition with the ``ENV_KEYS`` fields plus the
 versions of the libraries the case's own runtime and baseline run on: a new runtime's version changes its
-cases' fingerprints only, so records made before it existed stay comparable.
+cases' fingerprints only, so records made before it existed stay comparable. ``setting(name, ...)`` reads
+the environment-variable knobs runtimes take (``PRUNEBENCH_BSR_BLOCK``, ``PRUNEBENCH_OV_SPARSE_RATE``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = ["CPU_FLAGS", "ENV_KEYS", "cpu_flags", "env_difference", "environment"
            "setting"]
 
 log = logging.getLogger("bench.env")
+T = TypeVar("T")
 
 # Environment fields that change what a figure means (a new CPU or torch makes ratios incomparable).
 ENV_KEYS = ("torch", "transformers", "onnxruntime", "cpu", "gpu", "machine")
@@ -44,9 +46,6 @@ def cpu_flags() -> tuple[str, ...]:
     except OSError:
         pass
     return ()
-
-
-T = TypeVar("T")
 
 
 def setting(name: str, default: T, parse: Callable[[str], T | None], what: str, example: str) -> T:
