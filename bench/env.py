@@ -6,7 +6,8 @@ measurements are comparable.
 its instruction-set flags that decide which dtypes and kernels make sense (``cpu_flags``), the GPU and the
 git sha. ``fingerprint(case, env)`` hashes the case definition with the ``ENV_KEYS`` fields plus the
 versions of the libraries the case's own runtime and baseline run on: a new runtime's version changes its
-cases' fingerprints only, so records made before it existed stay comparable.
+cases' fingerprints only, so records made before it existed stay comparable. ``setting(name, ...)`` reads
+the environment-variable knobs runtimes take (``PRUNEBENCH_BSR_BLOCK``, ``PRUNEBENCH_OV_SPARSE_RATE``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ import platform
 import subprocess
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable, TypeVar
 
-__all__ = ["CPU_FLAGS", "ENV_KEYS", "cpu_flags", "env_difference", "environment", "fingerprint", "runtime_versions"]
+__all__ = ["CPU_FLAGS", "ENV_KEYS", "cpu_flags", "env_difference", "environment", "fingerprint", "runtime_versions",
+           "setting"]
 
 log = logging.getLogger("bench.env")
+T = TypeVar("T")
 
 # Environment fields that change what a figure means (a new CPU or torch makes ratios incomparable).
 ENV_KEYS = ("torch", "transformers", "onnxruntime", "cpu", "gpu", "machine")
@@ -42,6 +46,19 @@ def cpu_flags() -> tuple[str, ...]:
     except OSError:
         pass
     return ()
+
+
+def setting(name: str, default: T, parse: Callable[[str], T | None], what: str, example: str) -> T:
+    """The environment variable ``name`` as ``parse`` reads it, or ``default`` where it is unset or blank: a
+    knob read when a runtime prepares a case (e.g. ``PRUNEBENCH_BSR_BLOCK``). ``parse`` returns None for a
+    bad value, which raises ValueError naming the variable, ``what`` it must be and an ``example`` fix."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    value = parse(raw)
+    if value is None:
+        raise ValueError(f"{name}={raw!r} is not {what}; set it to {example}")
+    return value
 
 
 def _cpu_name() -> str:

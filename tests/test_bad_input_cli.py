@@ -1,6 +1,7 @@
 """Bad input, widened: every entry below is refused with one line on stderr, exit code 2 and no
-traceback, before any model is measured. The subprocesses of the matrix run concurrently (they are
-independent), then each parametrized test checks its own result."""
+traceback, before any model is measured. The commands of the matrix run concurrently, each in a process of
+its own forked from one that has imported torch once (tests/forked_cli.py), then each parametrized test
+checks its own result."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from .forked_cli import run_many
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,9 +161,8 @@ def outcomes(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, s
     root = tmp_path_factory.mktemp("bad-input")
     cases = _cases(root)
     assert [c[0] for c in cases] == CASE_IDS
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = {cid: (pool.submit(_cli, argv, root), words) for cid, argv, words in cases}
-        return {cid: (f.result(), words) for cid, (f, words) in futures.items()}
+    procs = run_many([(argv, root) for _, argv, _ in cases], env={"HF_HUB_OFFLINE": "1"})
+    return {cid: (proc, words) for (cid, _, words), proc in zip(cases, procs)}
 
 
 @pytest.mark.parametrize("case_id", CASE_IDS)

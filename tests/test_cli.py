@@ -4,6 +4,7 @@ goes on (exit 1); bad input gets one line on stderr and exit 2."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from bench import cli
 from bench.records import read_records
 
+from .forked_cli import run_many
+
 TINY_RUN = ["--model", "tiny-bert", "--batch", "2", "--seq-len", "16", "--time-cap", "0.5", "--threads", "1"]
 
 
@@ -20,10 +23,17 @@ def _prunebench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProc
     return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
-def test_run_writes_records_benchmark_env_and_report(tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """One real run on tiny-bert (two methods x torch-masked, torch-dense; memory measured), read by the tests below."""
+    out = tmp_path_factory.mktemp("cli") / "run"
     r = _prunebench("run", *TINY_RUN, "--methods", "global-l1,ln-structured", "--sparsity", "0.5", "--out", str(out))
     assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_run_writes_records_benchmark_env_and_report(tiny_run):
+    out = tiny_run
     for name in ("records.jsonl", "benchmark.json", "env.json", "report.md", "plan.json"):
         assert (out / name).is_file(), name
     records = read_records(out)
@@ -44,9 +54,9 @@ def test_run_writes_records_benchmark_env_and_report(tmp_path):
     assert "Verdict: the tutorial's claim" in report
 
 
-def test_report_command_regenerates_the_report_from_records(tmp_path):
+def test_report_command_regenerates_the_report_from_records(tiny_run, tmp_path):
     out = tmp_path / "run"
-    assert _prunebench("run", *TINY_RUN, "--methods", "global-l1", "--no-memory", "--out", str(out)).returncode == 0
+    shutil.copytree(tiny_run, out)  # a copy: the run above stays as it was written
     (out / "report.md").unlink()
     r = _prunebench("report", str(out))
     assert r.returncode == 0 and (out / "report.md").is_file()
@@ -74,7 +84,7 @@ def test_list_names_models_methods_and_runtimes():
         assert word in r.stdout
 
 
-@pytest.mark.parametrize("args, needle", [
+BAD_INPUT = [
     (["run", "--sparsity", "1.0"], "outside [0, 1)"),
     (["run", "--sparsity", "-0.2"], "outside [0, 1)"),
     (["run", "--sparsity", "half"], "comma-separated list of numbers"),
@@ -90,9 +100,19 @@ def test_list_names_models_methods_and_runtimes():
     (["run", "--out", "/proc/prunebench-cannot-write"], "cannot write"),
     (["report", "/no/such/run"], "does not exist"),
     (["frobnicate"], "invalid choice"),
-])
-def test_bad_input_exits_2_with_one_line(args, needle):
-    r = _prunebench(*args)
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs() -> dict[tuple[str, ...], subprocess.CompletedProcess]:
+    """The bad-input commands below, run concurrently, each in a process of its own (tests/forked_cli.py)."""
+    argvs = [tuple(args) for args, _ in BAD_INPUT]
+    return dict(zip(argvs, run_many([(list(argv), None) for argv in argvs])))
+
+
+@pytest.mark.parametrize("args, needle", BAD_INPUT)
+def test_bad_input_exits_2_with_one_line(bad_input_runs, args, needle):
+    r = bad_input_runs[tuple(args)]
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr

@@ -153,45 +153,13 @@ def test_cli_exit_codes_and_json(tmp_path, capsys):
 
 
 # -- end to end on tiny-bert: A/A and a planted slowdown ------------------------------------------------------------------
-
-PLAN = """
-name = "gate-test"
-models = ["tiny-bert"]
-runtimes = ["torch-masked", "torch-dense"]
-batch = [8]
-seq_len = [64]
-threads = 1
-ci_target = 0.02
-time_cap_s = 3
-min_rounds = 30
-warmup = 3
-memory = false
-[[recipes]]
-method = "global-l1"
-sparsity = 0.5
-"""
-
-
-@pytest.fixture(scope="module")
-def gate_runs(tmp_path_factory):
-    """Two runs of the same plan: a normal one, and one with a 15% slowdown planted in torch-dense."""
-    d = tmp_path_factory.mktemp("gate")
-    plan = d / "plan.toml"
-    plan.write_text(PLAN)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    base = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--plan", str(plan), "--out", str(d / "a")],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    assert base.returncode == 0, base.stdout[-2000:] + base.stderr[-2000:]
-    planted = subprocess.run([sys.executable, str(ROOT / "tests" / "planted_slowdown.py"), "0.15", "run", "--plan",
-                              str(plan), "--out", str(d / "b")], capture_output=True, text=True, env=env, cwd=ROOT,
-                             timeout=300)
-    assert planted.returncode == 0, planted.stdout[-2000:] + planted.stderr[-2000:]
-    return d / "a", d / "b"
+# the runs come from conftest's session fixture gate_runs (GATE_PLAN, shared with test_gate): "a" is a normal run,
+# "planted" one with a 15% slowdown planted in torch-dense
 
 
 @pytest.mark.slow
 def test_planted_slowdown_is_reported_as_a_regression(gate_runs):
-    base, planted = gate_runs
+    base, planted = gate_runs["a"], gate_runs["planted"]
     res = compare_runs(base, planted)
     verdicts = {c.case_id.split("/")[2]: c for c in res.cases}
     dense = verdicts["torch-dense"]
@@ -204,7 +172,7 @@ def test_planted_slowdown_is_reported_as_a_regression(gate_runs):
 
 @pytest.mark.slow
 def test_same_code_twice_reports_no_regression_and_equal_deterministic_figures(gate_runs):
-    base, planted = gate_runs
+    base, planted = gate_runs["a"], gate_runs["planted"]
     res = compare_runs(base, planted)
     masked = next(c for c in res.cases if "/torch-masked/" in c.case_id)  # untouched by the plant: an A/A pair
     assert masked.verdict != "regression", res.to_markdown()

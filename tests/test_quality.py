@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +17,8 @@ from bench.quality_report import quality_columns, quality_verdict
 from bench.records import Record, read_records
 from pruning import PruneRecipe, apply
 
-REPO = Path(__file__).resolve().parents[1]
+from .forked_cli import run_many
+
 SMALL = dict(probe_train=40, eval=30)  # a reduced split: seconds, not minutes
 
 
@@ -230,11 +227,8 @@ def _bad_files(root: Path) -> list[tuple[str, list[str], str]]:
 
 def test_bad_eval_files_exit_2_with_one_line(tmp_path):
     cases = _bad_files(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    run = lambda argv: subprocess.run([sys.executable, "-m", "bench.cli", "run", "--no-memory", *argv],  # noqa: E731
-                                      capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        procs = dict(zip([c[0] for c in cases], pool.map(run, [c[1] for c in cases])))
+    runs = run_many([(["run", "--no-memory", *argv], tmp_path) for _, argv, _ in cases], env={"HF_HUB_OFFLINE": "1"})
+    procs = dict(zip([c[0] for c in cases], runs))
     for name, _, words in cases:
         proc = procs[name]
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]

@@ -19,6 +19,8 @@ from pruning.recover import layer_errors, lstsq
 from pruning.semi_structured import check_nm
 from pruning.structured import save_pruned
 
+from .forked_cli import run_many
+
 CAL = 16  # calibration articles: the smallest lstsq accepts, enough for a tiny config
 
 
@@ -156,17 +158,28 @@ def test_recipe_labels_and_checks():
         apply(load_model("tiny-bert").fresh(), PruneRecipe("heads", 0.5, importance="fisher"))
 
 
-@pytest.mark.parametrize("args, needle", [
+BAD_VALUES = [
     (["--importance", "bogus"], "importance"),
     (["--recover", "bogus"], "unknown recovery"),
     (["--recover", "distill", "--recover-seconds", "0"], "recover_seconds"),
     (["--recover", "lstsq", "--calibration", "4"], "too small"),
     (["--recover", "lstsq", "--calibration", "100000"], "calibration split"),
-])
-def test_bad_values_exit_2_with_one_line(tmp_path, args, needle):
-    cmd = [sys.executable, "-m", "bench.cli", "prune", "--model", "tiny-bert", "--method", "heads+ffn", "--sparsity", "0.5",
-           "--out", str(tmp_path / "o"), *args]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+]
+
+
+@pytest.fixture(scope="module")
+def bad_value_runs(tmp_path_factory) -> dict[tuple[str, ...], subprocess.CompletedProcess]:
+    """``prunebench prune`` with each bad value below, run concurrently, each in a process of its own
+    (tests/forked_cli.py)."""
+    root = tmp_path_factory.mktemp("bad-values")
+    argvs = [tuple(args) for args, _ in BAD_VALUES]
+    prune = ["prune", "--model", "tiny-bert", "--method", "heads+ffn", "--sparsity", "0.5"]
+    return dict(zip(argvs, run_many([([*prune, "--out", str(root / f"o{i}"), *argv], None) for i, argv in enumerate(argvs)], timeout=300)))
+
+
+@pytest.mark.parametrize("args, needle", BAD_VALUES)
+def test_bad_values_exit_2_with_one_line(bad_value_runs, args, needle):
+    p = bad_value_runs[tuple(args)]
     assert p.returncode == 2, p.stderr
     lines = [x for x in p.stderr.splitlines() if x.startswith("prunebench:")]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in p.stderr

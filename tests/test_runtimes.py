@@ -3,8 +3,6 @@ passes the equality gate or is skipped with a reason; ORT export keeps token_typ
 each runtime's own format; unavailable reasons without CUDA; the gate fails a mismatching case."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -60,7 +58,8 @@ MATRIX += [(model, m, rt) for model in ("tiny-distilbert", "tiny-roberta") for m
 
 
 @pytest.mark.parametrize("model,method,runtime", MATRIX, ids=[f"{a}/{b}/{c}" for a, b, c in MATRIX])
-def test_every_method_runtime_pair_passes_equality_or_is_skipped_with_reason(session, tmp_path, model, method, runtime):
+def test_every_method_runtime_pair_passes_equality_or_is_skipped_with_reason(session, tiny_models, tmp_path, model, method,
+                                                                            runtime):
     case = Case(model, PruneRecipe(method, 0.0 if method == "dense" else 0.5), runtime, batch=2, seq_len=16, threads=1)
     reason = session.unavailable(case)
     if reason is not None:
@@ -68,7 +67,7 @@ def test_every_method_runtime_pair_passes_equality_or_is_skipped_with_reason(ses
         pytest.skip(reason)
     ref = session.reference(case)
     out = build_runner(case, tmp_path).outputs()
-    mask = load_model(model).batch(2, 16)["attention_mask"]
+    mask = tiny_models[model].batch(2, 16)["attention_mask"]  # the case's fixed batch (seeded: the same on every load)
     gate = equality_gate(get_runtime(case.runtime), case.runtime, case.dtype, out, ref, mask)
     assert gate.error is None, f"{case.case_id}: {gate.error}"
 
@@ -258,12 +257,12 @@ def test_recipe_dtype_must_be_a_known_dtype():
 
 
 def test_cli_run_records_each_format_and_reports_break_even(tmp_path):
+    from bench.cli import main
+
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "bench.cli", "run", "--model", "tiny-bert", "--methods", "global-l1", "--sparsity", "0.5,0.9",
-           "--runtimes", "torch-csr,onnxruntime,torch-semi24", "--batch", "2", "--seq-len", "16", "--threads", "1",
-           "--time-cap", "0.3", "--no-memory", "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert main(["run", "--model", "tiny-bert", "--methods", "global-l1", "--sparsity", "0.5,0.9", "--runtimes",
+                 "torch-csr,onnxruntime,torch-semi24", "--batch", "2", "--seq-len", "16", "--threads", "1", "--time-cap", "0.3",
+                 "--no-memory", "--out", str(out)]) == 0  # in process: the process boundary is test_cli's
     recs = {r["case_id"]: r for r in map(json.loads, (out / "records.jsonl").read_text().splitlines())}
     assert len(recs) == 6
     for cid, r in recs.items():

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -42,10 +40,6 @@ def _params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _prunebench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.parametrize("allocation", ["uniform", "global"])
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("arch", ARCHS)
@@ -62,8 +56,8 @@ def test_shrunk_model_equals_masked_model(models, arch, method, allocation):
 
 
 @pytest.mark.minilm
-def test_shrunk_minilm_equals_masked_minilm():
-    loaded = load_model("minilm")
+def test_shrunk_minilm_equals_masked_minilm(minilm):
+    loaded = minilm
     recipe = PruneRecipe("heads+ffn", 0.5)
     inputs = loaded.batch(2, 32)
     shrunk = bake(apply(loaded.fresh(), recipe))
@@ -204,9 +198,8 @@ def test_prune_cli_writes_a_directory_that_run_loads(tmp_path):
     assert cli.main(["prune", "--model", "tiny-distilbert", "--method", "heads+ffn", "--sparsity", "0.5", "--out", str(out)]) == 0
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
     run = tmp_path / "run"
-    r = _prunebench("run", "--model", str(out), "--methods", "heads+ffn", "--sparsity", "0.5", "--runtimes", "torch-masked,torch-dense",
-                    "--batch", "2", "--seq-len", "16", "--time-cap", "0.3", "--threads", "1", "--no-memory", "--out", str(run))
-    assert r.returncode == 0, r.stderr + r.stdout
+    assert cli.main(["run", "--model", str(out), "--methods", "heads+ffn", "--sparsity", "0.5", "--runtimes", "torch-masked,torch-dense",
+                     "--batch", "2", "--seq-len", "16", "--time-cap", "0.3", "--threads", "1", "--no-memory", "--out", str(run)]) == 0
     recs = [json.loads(x) for x in (run / "records.jsonl").read_text().splitlines()]
     assert [x["status"] for x in recs] == ["ok", "ok"]
     masked, dense = sorted(recs, key=lambda x: x["runtime"] != "torch-masked")

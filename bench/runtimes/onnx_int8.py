@@ -15,14 +15,13 @@ from pathlib import Path
 
 import torch
 
-from .base import Runtime, Variant, quiet_ort_quantization
+from .base import Variant, quiet_ort_quantization
+from .int8 import QUALITY_FLOOR, Int8Runtime
 from .onnx_runtime import OrtRunner, export, ort_unavailable, ort_versions
 
 __all__ = ["QUALITY_FLOOR", "RUNTIME", "OnnxInt8", "quantize_file"]
 
 log = logging.getLogger("bench.runtimes.onnx_int8")
-
-QUALITY_FLOOR = 0.90  # as torch-int8's
 
 
 def quantize_file(src: Path, dst: Path) -> Path:
@@ -34,21 +33,15 @@ def quantize_file(src: Path, dst: Path) -> Path:
     return Path(dst)
 
 
-class OnnxInt8(Runtime):
+class OnnxInt8(Int8Runtime):
     name = "onnxruntime-int8"
     help = "ONNX export + ORT quantize_dynamic (int8 MatMul weights, per channel), quality-floor gate, vs dense torch"
-    baseline_runtime = "torch-dense"
-    quality_floor = QUALITY_FLOOR
+    quantizes = "export"
 
     def unavailable(self, device: str) -> str | None:
         if device != "cpu":
             return f"onnxruntime-int8 (dynamic quantization: MatMulInteger / DynamicQuantizeLinear) runs on cpu here, not {device}"
         return ort_unavailable(device)
-
-    def incompatible(self, case) -> str | None:
-        if case.dtype != "float32":
-            return "onnxruntime-int8 quantizes the float32 export; use dtype float32 (int8 is the runtime, not the dtype)"
-        return None
 
     def versions(self) -> dict[str, str | None]:
         return ort_versions()

@@ -26,7 +26,7 @@ from torch import nn
 
 from .base import Runner, Runtime, RuntimeUnavailable, Variant, package_versions
 
-__all__ = ["OPSET", "OUTPUT", "RUNTIME", "OnnxRuntime", "OrtRunner", "export", "ort_unavailable", "ort_versions"]
+__all__ = ["OPSET", "OUTPUT", "RUNTIME", "GraphRunner", "OnnxRuntime", "OrtRunner", "export", "ort_unavailable", "ort_versions"]
 
 log = logging.getLogger("bench.runtimes.onnx_runtime")
 
@@ -81,7 +81,35 @@ def export(model: nn.Module, inputs: dict[str, torch.Tensor], path: Path) -> Pat
     return Path(path)
 
 
-class OrtRunner(Runner):
+class GraphRunner(Runner):
+    """What the runners of an exported graph share (ONNX Runtime here, OpenVINO in ``openvino_fp32``): numpy
+    feeds built from a batch by the graph's input names (``input_names``; ``engine`` names the graph in the
+    error for an input the batch lacks), a wall-clock ``timed``, and the fixed batch saved for the memory child."""
+
+    engine = "ONNX"
+    input_names: list[str]
+    feed: dict
+
+    def _feed(self, inputs: dict[str, torch.Tensor]) -> dict:
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise ValueError(f"the {self.engine} model needs input(s) {', '.join(missing)} that the batch does not have")
+        return {n: inputs[n].detach().cpu().numpy() for n in self.input_names}
+
+    def timed(self) -> float:
+        """Seconds for one call, wall clock: the engine's call returns once its work (on any device) is done."""
+        t0 = time.perf_counter()
+        self()
+        return time.perf_counter() - t0
+
+    def _save_feed(self, directory: Path) -> str:
+        """Write the fixed batch (``self.feed``) as torch tensors to ``directory``/inputs.pt; returns its path."""
+        inputs = Path(directory) / "inputs.pt"
+        torch.save({k: torch.from_numpy(v) for k, v in self.feed.items()}, inputs)
+        return str(inputs)
+
+
+class OrtRunner(GraphRunner):
     """An ONNX Runtime session on a fixed batch. On CUDA, inputs and output stay on the GPU (I/O binding)."""
 
     def __init__(self, path: Path, inputs: dict[str, torch.Tensor], device: str, threads: int):
@@ -112,29 +140,15 @@ class OrtRunner(Runner):
             self.binding.bind_output(OUTPUT, "cuda")
         self.info = f"providers={','.join(used)}; opset={OPSET}; graph_optimization=ORT_ENABLE_ALL; intra_op_threads={threads}; no spinning"
 
-    def _feed(self, inputs: dict[str, torch.Tensor]) -> dict:
-        missing = [n for n in self.input_names if n not in inputs]
-        if missing:
-            raise ValueError(f"the ONNX model needs input(s) {', '.join(missing)} that the batch does not have")
-        return {n: inputs[n].detach().cpu().numpy() for n in self.input_names}
-
     def __call__(self) -> None:
         if self.binding is not None:
             self.session.run_with_iobinding(self.binding)
         else:
             self.session.run([OUTPUT], self.feed)
 
-    def timed(self) -> float:
-        """Seconds for one call, wall clock: ``run`` returns once ORT's work (on any device) is done."""
-        t0 = time.perf_counter()
-        self()
-        return time.perf_counter() - t0
-
     def serving_files(self, directory: Path) -> dict:
         """The ONNX file itself, and the fixed batch beside it."""
-        inputs = Path(directory) / "inputs.pt"
-        torch.save({k: torch.from_numpy(v) for k, v in self.feed.items()}, inputs)
-        return {"kind": "onnx", "path": str(self.artifact), "inputs": str(inputs), "imports": ["onnxruntime"],
+        return {"kind": "onnx", "path": str(self.artifact), "inputs": self._save_feed(directory), "imports": ["onnxruntime"],
                 "device": self.device}
 
     def outputs(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import time
 from pathlib import Path
 
 import torch
 
-from .base import Runner, Runtime, Variant, package_versions
-from .onnx_runtime import export
+from .base import Runtime, Variant, package_versions
+from .onnx_runtime import GraphRunner, export
 
-__all__ = ["INSTALL_HINT", "OpenVinoFp32", "OvRunner", "RUNTIME", "compile_ir", "ov_unavailable"]
+__all__ = ["INSTALL_HINT", "OpenVinoFp32", "OpenVinoRuntime", "OvRunner", "RUNTIME", "compile_ir", "ov_unavailable"]
 
 log = logging.getLogger("bench.runtimes.openvino")
 
@@ -38,35 +37,24 @@ def ov_unavailable(name: str, device: str) -> str | None:
     return None
 
 
-class OvRunner(Runner):
+class OvRunner(GraphRunner):
     """A compiled OpenVINO model on a fixed batch (one infer request, reused)."""
+
+    engine = "OpenVINO"
 
     def __init__(self, compiled, inputs: dict[str, torch.Tensor], artifact: Path, info: str, config: dict | None = None):
         self.compiled, self.artifact, self.info, self.device = compiled, Path(artifact), info, "cpu"
         self.config = dict(config or {})
-        self.names = [p.get_any_name() for p in compiled.inputs]
+        self.input_names = [p.get_any_name() for p in compiled.inputs]
         self.request = compiled.create_infer_request()
         self.feed = self._feed(inputs)
-
-    def _feed(self, inputs: dict[str, torch.Tensor]) -> dict:
-        missing = [n for n in self.names if n not in inputs]
-        if missing:
-            raise ValueError(f"the OpenVINO model needs input(s) {', '.join(missing)} that the batch does not have")
-        return {n: inputs[n].detach().cpu().numpy() for n in self.names}
 
     def __call__(self) -> None:
         self.request.infer(self.feed)
 
-    def timed(self) -> float:
-        t0 = time.perf_counter()
-        self()
-        return time.perf_counter() - t0
-
     def serving_files(self, directory: Path) -> dict:
         """The IR files (model.xml + .bin) the CPU plugin compiles, its config, and the fixed batch."""
-        inputs = Path(directory) / "inputs.pt"
-        torch.save({k: torch.from_numpy(v) for k, v in self.feed.items()}, inputs)
-        return {"kind": "openvino", "path": str(self.artifact / "model.xml"), "inputs": str(inputs),
+        return {"kind": "openvino", "path": str(self.artifact / "model.xml"), "inputs": self._save_feed(directory),
                 "config": self.config, "imports": ["openvino"], "device": "cpu"}
 
     def outputs(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -87,31 +75,53 @@ def compile_ir(onnx_path: Path, ir_path: Path, threads: int, extra: dict | None 
     return core.compile_model(core.read_model(str(ir_path)), "CPU", config), config
 
 
-class OpenVinoFp32(Runtime):
-    name = "openvino"
-    help = f"ONNX export -> OpenVINO IR, CPU plugin in f32 (optional: {INSTALL_HINT}), vs dense torch"
+class OpenVinoRuntime(Runtime):
+    """What the OpenVINO runtimes share: the optional package and the CPU plugin (``ov_unavailable``), the
+    float32 export as their input, dense torch as the baseline, and ``prepare``: the baked variant's ONNX
+    export, made by ``graph`` into the ONNX file to convert (here the export itself), converted to IR and
+    compiled with ``properties()`` on top of ``compile_ir``'s; the ONNX files are then deleted, and the IR
+    directory is the artifact."""
+
     baseline_runtime = "torch-dense"
-    fp32_tolerance = 1e-4
+    uses_export = "converts"  # what the runtime does with the float32 export, for the dtype message
+    info_prefix = "openvino CPU"  # the start of the runner's info, before the compile config
 
     def unavailable(self, device: str) -> str | None:
         return ov_unavailable(self.name, device)
 
     def incompatible(self, case) -> str | None:
         if case.dtype != "float32":
-            return f"{self.name} converts the float32 export; use dtype float32"
+            return f"{self.name} {self.uses_export} the float32 export; use dtype float32"
         return None
 
     def versions(self) -> dict[str, str | None]:
         return package_versions("openvino")
 
+    def graph(self, fp32: Path, variant: Variant) -> Path:
+        """The ONNX file to convert, made from the variant's float32 export ``fp32``: here that export itself."""
+        return fp32
+
+    def properties(self) -> dict[str, str]:
+        """CPU plugin properties beyond ``compile_ir``'s: none here."""
+        return {}
+
     def prepare(self, variant: Variant, workdir: Path, device: str) -> OvRunner:
         workdir = Path(workdir) / "openvino"
         workdir.mkdir(parents=True, exist_ok=True)
-        onnx_path = export(variant.baked(), variant.inputs, workdir.parent / "model.fp32.onnx")
-        compiled, config = compile_ir(onnx_path, workdir / "model.xml", torch.get_num_threads())
-        onnx_path.unlink()
-        info = "openvino CPU; " + "; ".join(f"{k}={v}" for k, v in config.items())
+        fp32 = export(variant.baked(), variant.inputs, workdir.parent / "model.fp32.onnx")
+        src = self.graph(fp32, variant)
+        compiled, config = compile_ir(src, workdir / "model.xml", torch.get_num_threads(), self.properties())
+        fp32.unlink()
+        if src != fp32:
+            src.unlink()
+        info = f"{self.info_prefix}; " + "; ".join(f"{k}={v}" for k, v in config.items())
         return OvRunner(compiled, variant.inputs, workdir, info, config)
+
+
+class OpenVinoFp32(OpenVinoRuntime):
+    name = "openvino"
+    help = f"ONNX export -> OpenVINO IR, CPU plugin in f32 (optional: {INSTALL_HINT}), vs dense torch"
+    fp32_tolerance = 1e-4
 
 
 RUNTIME = OpenVinoFp32()

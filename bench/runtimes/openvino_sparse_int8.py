@@ -16,16 +16,14 @@ cosine to the fp32 torch-masked outputs >= ``QUALITY_FLOOR``). Baseline: dense t
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import env
-from .base import Runtime, Variant, package_versions, quiet_ort_quantization
-from .onnx_runtime import export
-from .openvino_fp32 import INSTALL_HINT, OvRunner, compile_ir, ov_unavailable
+from .base import Variant, quiet_ort_quantization
+from .openvino_fp32 import INSTALL_HINT, OpenVinoRuntime
 
 __all__ = ["AMX_FLAGS", "QUALITY_FLOOR", "RATE", "RUNTIME", "OpenVinoSparseInt8", "rate", "quantize_qdq"]
 
@@ -37,18 +35,18 @@ RATE = 0.5
 RATE_ENV = "PRUNEBENCH_OV_SPARSE_RATE"
 
 
-def rate() -> float:
-    """The configured decompression rate: ``$PRUNEBENCH_OV_SPARSE_RATE`` or ``RATE``."""
-    raw = os.environ.get(RATE_ENV, "").strip()
-    if not raw:
-        return RATE
+def _fraction(raw: str) -> float | None:
+    """``raw`` as a number in (0, 1], or None."""
     try:
         value = float(raw)
     except ValueError:
-        value = -1.0
-    if not 0 < value <= 1:
-        raise ValueError(f"{RATE_ENV}={raw!r} is not a fraction in (0, 1]; set it to e.g. 0.5")
-    return value
+        return None
+    return value if 0 < value <= 1 else None
+
+
+def rate() -> float:
+    """The configured decompression rate: ``$PRUNEBENCH_OV_SPARSE_RATE`` or ``RATE``."""
+    return env.setting(RATE_ENV, RATE, _fraction, "a fraction in (0, 1]", "e.g. 0.5")
 
 
 def quantize_qdq(src: Path, dst: Path, inputs: dict[str, torch.Tensor]) -> Path:
@@ -71,14 +69,15 @@ def quantize_qdq(src: Path, dst: Path, inputs: dict[str, torch.Tensor]) -> Path:
     return Path(dst)
 
 
-class OpenVinoSparseInt8(Runtime):
+class OpenVinoSparseInt8(OpenVinoRuntime):
     name = "openvino-sparse-int8"
     help = f"int8 (QDQ) OpenVINO CPU with CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE (AMX only; {INSTALL_HINT}), vs dense torch"
-    baseline_runtime = "torch-dense"
     quality_floor = QUALITY_FLOOR
+    uses_export = "quantizes"
+    info_prefix = "openvino CPU int8 QDQ (ORT quantize_static, per channel)"
 
     def unavailable(self, device: str) -> str | None:
-        reason = ov_unavailable(self.name, device)
+        reason = super().unavailable(device)
         if reason:
             return reason
         flags = env.cpu_flags()
@@ -87,26 +86,13 @@ class OpenVinoSparseInt8(Runtime):
                     f"kernels, and this CPU has none (its vector flags: {', '.join(flags) or 'none recorded'})")
         return None
 
-    def incompatible(self, case) -> str | None:
-        if case.dtype != "float32":
-            return f"{self.name} quantizes the float32 export; use dtype float32"
-        return None
+    def graph(self, fp32: Path, variant: Variant) -> Path:
+        """The export quantized to int8 QDQ, calibrated on the case's fixed batch."""
+        return quantize_qdq(fp32, fp32.parent / "model.qdq.onnx", variant.inputs)
 
-    def versions(self) -> dict[str, str | None]:
-        return package_versions("openvino")
-
-    def prepare(self, variant: Variant, workdir: Path, device: str) -> OvRunner:
-        workdir = Path(workdir) / "openvino"
-        workdir.mkdir(parents=True, exist_ok=True)
-        fp32 = export(variant.baked(), variant.inputs, workdir.parent / "model.fp32.onnx")
-        qdq = quantize_qdq(fp32, workdir.parent / "model.qdq.onnx", variant.inputs)
-        r = rate()
-        compiled, config = compile_ir(qdq, workdir / "model.xml", torch.get_num_threads(),
-                                      {"CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE": str(r)})
-        fp32.unlink()
-        qdq.unlink()
-        info = "openvino CPU int8 QDQ (ORT quantize_static, per channel); " + "; ".join(f"{k}={v}" for k, v in config.items())
-        return OvRunner(compiled, variant.inputs, workdir, info, config)
+    def properties(self) -> dict[str, str]:
+        """Sparse weight decompression at the configured rate."""
+        return {"CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE": str(rate())}
 
 
 RUNTIME = OpenVinoSparseInt8()

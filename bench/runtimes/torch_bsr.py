@@ -10,11 +10,11 @@ record's ``runtime_info``).
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import torch
 
+from ..env import setting
 from .base import Variant
 from .sparse import SparseRunner, SparseRuntime, block_for, prepare_sparse, to_bsr
 
@@ -28,12 +28,8 @@ ENV = "PRUNEBENCH_BSR_BLOCK"
 
 def block_size() -> int:
     """The configured block edge: ``$PRUNEBENCH_BSR_BLOCK`` or ``BLOCK``."""
-    raw = os.environ.get(ENV, "").strip()
-    if not raw:
-        return BLOCK
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{ENV}={raw!r} is not a positive integer; set it to a block edge such as 16 or 32")
-    return int(raw)
+    return setting(ENV, BLOCK, lambda raw: int(raw) if raw.isdigit() and int(raw) >= 1 else None, "a positive integer",
+                   "a block edge such as 16 or 32")
 
 
 class TorchBsr(SparseRuntime):

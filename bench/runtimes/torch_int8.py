@@ -22,13 +22,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .base import Runtime, TorchRunner, Variant
+from .base import TorchRunner, Variant
+from .int8 import QUALITY_FLOOR, Int8Runtime
 
 __all__ = ["QUALITY_FLOOR", "RUNTIME", "TorchInt8", "quantize"]
 
 log = logging.getLogger("bench.runtimes.torch_int8")
-
-QUALITY_FLOOR = 0.90  # pooled cosine to fp32 on the fixed batch; see the README for what int8 of MiniLM measures
 
 
 def quantize(model: nn.Module) -> nn.Module:
@@ -40,22 +39,15 @@ def quantize(model: nn.Module) -> nn.Module:
         return quantize_dynamic(model.float().cpu().eval(), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
-class TorchInt8(Runtime):
+class TorchInt8(Int8Runtime):
     name = "torch-int8"
     help = "dynamic int8 Linear (torch.ao quantize_dynamic, per-channel, fbgemm), quality-floor gate, vs dense torch"
-    baseline_runtime = "torch-dense"
-    quality_floor = QUALITY_FLOOR
 
     def unavailable(self, device: str) -> str | None:
         if device != "cpu":
             return f"torch-int8 (fbgemm dynamic quantization) runs on cpu only, not {device}; use device cpu"
         if "fbgemm" not in torch.backends.quantized.supported_engines and "x86" not in torch.backends.quantized.supported_engines:
             return f"this torch build has no x86/fbgemm quantized engine (engines: {torch.backends.quantized.supported_engines})"
-        return None
-
-    def incompatible(self, case) -> str | None:
-        if case.dtype != "float32":
-            return f"torch-int8 quantizes the float32 model; use dtype float32 (int8 is the runtime, not the dtype)"
         return None
 
     def prepare(self, variant: Variant, workdir: Path, device: str) -> TorchRunner:
