@@ -52,7 +52,7 @@ def _names(text: str) -> list[str]:
 
 
 def _shard(text: str) -> str:
-    from bench.shard import ShardError, format_shard, parse_shard
+    from bench.launch.shard import ShardError, format_shard, parse_shard
 
     try:
         return format_shard(parse_shard(text))
@@ -194,16 +194,16 @@ def _dispatch(a: argparse.Namespace) -> int:
 
 def _light_errors() -> tuple[type[BaseException], ...]:
     from bench.frontier import FrontierError
-    from bench.merge import MergeError
-    from bench.ray_executor import RayExecutorError
+    from bench.launch.merge import MergeError
+    from bench.launch.ray_executor import RayExecutorError
     from bench.records import RecordError
-    from bench.shard import ShardError
+    from bench.launch.shard import ShardError
 
     return (UsageError, argparse.ArgumentTypeError, RecordError, MergeError, ShardError, RayExecutorError, FrontierError)
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:
-    from bench.merge import MergeError
+    from bench.launch.merge import MergeError
     from bench.models import ModelError
     from bench.plan import PlanError
     from bench.records import RecordError

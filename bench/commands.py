@@ -128,7 +128,7 @@ def report_command(a: argparse.Namespace) -> int:
 
 def merge_command(a: argparse.Namespace) -> int:
     """Join shards' run directories into one run; exit 1 when a case failed or a planned case has no record."""
-    from .merge import merge_runs
+    from .launch.merge import merge_runs
     from .records import exit_status
     from .report import summary_table
 

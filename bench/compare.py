@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .fingerprint import env_difference
+from .env import env_difference
 from .records import RecordError, read_records
 
 __all__ = [

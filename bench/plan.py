@@ -24,7 +24,7 @@ from pruning import PruneRecipe, RecipeError
 
 from .models import ModelError, resolve_model
 from .runtimes import ALIASES, get_runtime
-from .shard import in_shard, parse_shard
+from .launch.shard import in_shard, parse_shard
 
 __all__ = ["DTYPES", "Case", "Plan", "PlanError", "builtin_plan", "in_shard", "load_plan", "parse_baseline", "parse_shard",
            "plan_from_dict"]

@@ -49,7 +49,7 @@ class _State:
 
     def _selected(self, config: pytest.Config) -> tuple:
         """The plan's cases this run measures: its shard, less what a resumed run already has ok."""
-        from bench.shard import ShardError, parse_shard
+        from bench.launch.shard import ShardError, parse_shard
 
         try:
             shard = parse_shard(config.getoption("--prunebench-shard")) if config.getoption("--prunebench-shard") else None
@@ -109,7 +109,7 @@ def record(request: pytest.FixtureRequest):
 
 
 def _status(call: pytest.CallInfo) -> tuple[str, str]:
-    from bench.isolate import classify_exception
+    from bench.launch.isolate import classify_exception
 
     return classify_exception(call.excinfo.value)
 

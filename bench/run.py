@@ -192,8 +192,8 @@ def run_command(a: argparse.Namespace) -> int:
 
 
 def _run_on_ray(plan, out: Path, info: dict, command: str) -> int:
-    """One Ray task per shard (bench.ray_executor), merged into ``out``; the terminal sees its progress."""
-    from .ray_executor import run_on_ray
+    """One Ray task per shard (bench.launch.ray_executor), merged into ``out``; the terminal sees its progress."""
+    from .launch.ray_executor import run_on_ray
     from .records import exit_status
     from .report import summary_table
 
@@ -229,8 +229,8 @@ def execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> i
     """Run the plan's cases (its shard, less what a resumed run has ok) under pytest, then write the report."""
     import pytest
 
-    from .merge import carry_benchmarks, previous_benchmarks
-    from .shard import parse_shard
+    from .launch.merge import carry_benchmarks, previous_benchmarks
+    from .launch.shard import parse_shard
     from .records import exit_status, read_records
     from .report import summary_table, time_spent, write_report
 

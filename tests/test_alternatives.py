@@ -58,7 +58,7 @@ def test_every_registered_runtime_implements_the_protocol(name):
 
 
 def test_a_module_without_a_runtime_instance_is_refused_with_the_fix(monkeypatch):
-    monkeypatch.setitem(RUNTIMES, "bogus", "bench.plots")
+    monkeypatch.setitem(RUNTIMES, "bogus", "bench.report.plots")
     with pytest.raises(TypeError, match="RUNTIME = ThatClass"):
         get_runtime("bogus")
 
@@ -346,8 +346,9 @@ def _row(recipe, runtime, dtype, ratio, cosine, status="ok", reason=None):
 
 
 def test_alternatives_section_sorts_by_speed_and_states_a_verdict_from_the_rows(tmp_path):
-    from bench.alternatives import rows, section
     from bench.report import frame
+    from bench.report.alternatives import PLOT, rows, section
+    from bench.report.plots import alternatives_plot, save
 
     recs = [_row("dense@0.00", "torch-dense", "float32", 1.0, 1.0),
             _row("dense@0.00", "torch-int8", "float32", 0.6, 0.97),
@@ -355,7 +356,7 @@ def test_alternatives_section_sorts_by_speed_and_states_a_verdict_from_the_rows(
             _row("heads+ffn@0.25", "torch-dense", "float32", 0.7, 0.995),
             _row("heads+ffn@0.50", "torch-dense", "float32", 0.5, 0.6),
             _row("dense@0.00", "torch-dense", "bfloat16", None, None, "skipped", "bfloat16 ... needs avx512_bf16")]
-    lines = section(frame(recs), tmp_path)
+    lines = section(frame(recs), f"plots/{PLOT}")
     text = "\n".join(lines)
     assert lines[0] == "## Pruning and its alternatives on this machine"
     assert ("**Verdict:** Fastest at a cosine to dense of at least 0.99 on this machine: heads+ffn@0.25 · torch-dense · "
@@ -364,7 +365,8 @@ def test_alternatives_section_sorts_by_speed_and_states_a_verdict_from_the_rows(
     assert order == ["heads+ffn@0.50/torch-dense", "dense@0.00/torch-int8", "heads+ffn@0.25/torch-dense",
                      "dense@0.00/onnxruntime", "dense@0.00/torch-dense"]
     assert "dense@0.00 · torch-dense · bfloat16: skipped: bfloat16 ... needs avx512_bf16" in text
-    assert (tmp_path / "plots/alternatives_pareto.png").stat().st_size > 0
+    assert "![Pruning and its alternatives: speedup vs quality](plots/alternatives_pareto.png)" in text
+    assert save(alternatives_plot(rows(frame(recs))), tmp_path / "plots" / PLOT).stat().st_size > 0
     recs[3]["quality_cosine"] = 0.9
     worse = section(frame(recs))[4]
     assert "dense@0.00 · onnxruntime · float32, 1.25x" in worse and "no pruned variant keeps that quality" in worse

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.plan import Case
-from bench.ray_executor import shard_resources
+from bench.launch.ray_executor import shard_resources
 from pruning import PruneRecipe
 from tests.test_isolation import TINY_TOML
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.plots import PLOTS, write_plots
 from bench.records import Record
 from bench.report import frame, latency_verdict, render, summary_table, write_report
+from bench.report.plots import PLOTS, write_plots
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {"torch": "2.13.0+cpu", "transformers": "5.24.0", "cpu": "AMD EPYC", "cpu_count": 2, "machine": "x86_64"}

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RayExecutorError", "run_on_ray", "shard_resources"]
 
-log = logging.getLogger("bench.ray_executor")
+log = logging.getLogger("bench.launch.ray_executor")
 
 _FILES = ("records.jsonl", "records.jsonl.partial", "plan.json", "env.json", "run.json", "benchmark.json",
           "report.md", "command.txt")

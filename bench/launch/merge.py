@@ -2,7 +2,7 @@
 
 Refuses (MergeError, exit 2) what would make one table out of figures that are not one run: shards
 of different plans, the same shard twice, shards of different splits, a case recorded by two
-shards, or environments that differ in a key that changes what a figure means (bench/fingerprint.py
+shards, or environments that differ in a key that changes what a figure means (bench/env.py
 ``ENV_KEYS``; ``cpu`` only counts when the plan has CPU cases and ``gpu`` only when it has CUDA cases).
 Writes records.jsonl (every line of every shard, history included), plan.json, env.json, run.json,
 benchmark.json (pytest-benchmark's ``benchmarks`` lists joined) and report.md.
@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fingerprint import ENV_KEYS
+from ..env import ENV_KEYS
 
 __all__ = ["MergeError", "MergeResult", "carry_benchmarks", "merge_runs", "previous_benchmarks", "relevant_env_keys"]
 
-log = logging.getLogger("bench.merge")
+log = logging.getLogger("bench.launch.merge")
 
 
 class MergeError(ValueError):
@@ -61,7 +59,7 @@ def _first_difference(a: dict, b: dict) -> str:
 
 def merge_runs(out: Path, shard_dirs: list[Path], *, allow_mixed_env: bool = False, command: str | None = None) -> MergeResult:
     """Merge ``shard_dirs`` into the new run directory ``out`` and write its report."""
-    from .records import read_records
+    from ..records import new_run_id, read_records
 
     out = Path(out)
     if not shard_dirs:
@@ -125,8 +123,8 @@ def merge_runs(out: Path, shard_dirs: list[Path], *, allow_mixed_env: bool = Fal
             owner[r["case_id"]] = d
         lines += read_records(d / "records.jsonl", latest=False)
 
-    from .plan import Plan
-    from .report import write_report
+    from ..plan import Plan
+    from ..report import write_report
 
     plan = Plan.load_json(dirs[0] / "plan.json")
     planned = {c.case_id for c in plan.cases}
@@ -142,8 +140,7 @@ def merge_runs(out: Path, shard_dirs: list[Path], *, allow_mixed_env: bool = Fal
     if mixed:
         env["mixed"] = mixed
     (out / "env.json").write_text(json.dumps(env, indent=1))
-    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
-    (out / "run.json").write_text(json.dumps({"run_id": run_id, "merged_from": [str(d) for d in dirs],
+    (out / "run.json").write_text(json.dumps({"run_id": new_run_id(), "merged_from": [str(d) for d in dirs],
                                               "shards": specs, "run_ids": [i.get("run_id") for i in infos]}, indent=1))
     bench = _merge_benchmarks([d / "benchmark.json" for d in dirs])
     if bench is not None:

@@ -6,26 +6,23 @@ One table sorted by speed (latency ratio to dense fp32 torch eager with its 95% 
 peak memory, quality = mean cosine of mean-pooled embeddings to the dense fp32 model), a Pareto plot
 (speedup vs quality) and a one-sentence verdict computed from the rows: the fastest row at a cosine of at
 least ``QUALITY_FLOOR``, and where the fastest pruned row at that floor stands. Pure functions of the
-records' DataFrame; :func:`section` also writes the plot when given a run directory.
+records' DataFrame; the plot is ``plots.alternatives_plot`` (written by the report's caller).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
-__all__ = ["BASELINE", "QUALITY_FLOOR", "alternatives_plot", "rows", "section", "table", "verdict"]
+__all__ = ["BASELINE", "PLOT", "QUALITY_FLOOR", "rows", "section", "table", "verdict"]
 
-log = logging.getLogger("bench.alternatives")
+log = logging.getLogger("bench.report.alternatives")
 
 BASELINE = ("torch-dense", "float32")  # the one baseline every row of the section is timed against
 QUALITY_FLOOR = 0.99  # cosine to dense fp32 for the verdict's "at a quality you can still ship"
-PLOT = "alternatives_pareto.png"
+PLOT = "alternatives_pareto.png"  # the section's plot, under the run's plots/
 
 
 def _num(x) -> bool:
@@ -89,45 +86,9 @@ def verdict(d: pd.DataFrame, floor: float = QUALITY_FLOOR) -> str:
     return head + " — a pruned variant."
 
 
-def alternatives_plot(d: pd.DataFrame) -> Figure | None:
-    """Speedup vs quality for every measured row, pruned and not, with the Pareto front."""
-    ok = d[(d["status"] == "ok") & d["speedup"].notna() & pd.to_numeric(d.get("quality_cosine"), errors="coerce").notna()]
-    if ok.empty:
-        return None
-    fig = Figure(figsize=(9, 5), layout="constrained")
-    ax = fig.subplots()
-    for i, (rt, g) in enumerate(ok.groupby(["runtime", "dtype"], sort=True)):
-        pruned = g["method"] != "dense"
-        color = f"C{i % 10}"
-        if (~pruned).any():
-            ax.scatter(g.loc[~pruned, "speedup"], g.loc[~pruned, "quality_cosine"], color=color, marker="*", s=90,
-                       label=f"{rt[0]} · {rt[1]} (dense)", zorder=3)
-        if pruned.any():
-            ax.scatter(g.loc[pruned, "speedup"], g.loc[pruned, "quality_cosine"], color=color, marker="o", zorder=3,
-                       label=f"{rt[0]} · {rt[1]} (pruned)")
-        for _, r in g[pruned].iterrows():
-            ax.annotate(str(r["recipe"]), (r["speedup"], r["quality_cosine"]), textcoords="offset points", xytext=(4, 3), fontsize=6)
-    x, y = ok["speedup"].to_numpy(float), ok["quality_cosine"].to_numpy(float)
-    order = np.argsort(-x, kind="stable")
-    keep, best = [], -np.inf
-    for i in order:  # not beaten on both speed and quality
-        if y[i] > best:
-            keep.append(i)
-            best = y[i]
-    keep = keep[::-1]
-    ax.step(x[keep], y[keep], where="post", color="grey", lw=1, ls=":", label="Pareto front")
-    ax.axvline(1.0, color="black", ls="--", lw=1)
-    ax.axhline(QUALITY_FLOOR, color="grey", ls="--", lw=0.8, label=f"cosine {QUALITY_FLOOR}")
-    ax.set(xlabel="speedup vs dense fp32 torch eager (1 / latency ratio)", ylabel="quality: mean cosine to dense fp32",
-           title="Pruning and its alternatives on this machine")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    return fig
-
-
-def section(df: pd.DataFrame, run_dir: Path | None = None) -> list[str]:
-    """The report section's markdown lines (none when the run has no alternatives rows); writes the Pareto plot
-    to ``run_dir/plots`` when ``run_dir`` is given."""
+def section(df: pd.DataFrame, plot: str | None = None) -> list[str]:
+    """The report section's markdown lines (none when the run has no alternatives rows), linking ``plot`` (the
+    Pareto plot's path relative to the run directory) when given."""
     d = rows(df)
     if d.empty:
         return []
@@ -142,13 +103,6 @@ def section(df: pd.DataFrame, run_dir: Path | None = None) -> list[str]:
         lines += ["Not measured here:", ""]
         lines += [f"- {r['label']}: {r['status']}: {r.get('reason') or r.get('error')}" for r in skipped.to_dict("records")]
         lines.append("")
-    if run_dir is not None:
-        fig = alternatives_plot(d)
-        path = Path(run_dir) / "plots" / PLOT
-        if fig is None:
-            path.unlink(missing_ok=True)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, dpi=100)
-            lines += [f"![Pruning and its alternatives: speedup vs quality](plots/{PLOT})", ""]
+    if plot:
+        lines += [f"![Pruning and its alternatives: speedup vs quality]({plot})", ""]
     return lines
