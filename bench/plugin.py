@@ -158,7 +158,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    from bench.engine import environment
+    from bench.env import environment
 
     machine_info["prunebench"] = environment()
 
@@ -172,6 +172,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def _write_env(out: Path) -> None:
-    from bench.engine import environment
+    from bench.env import environment
 
     (out / "env.json").write_text(json.dumps(environment(), indent=1))

@@ -142,7 +142,7 @@ def _preflight_models(plan) -> None:
 
     for model in dict.fromkeys(c.model for c in plan.cases):
         if model not in model_names():
-            from .engine import get_model
+            from .variants import get_model
 
             get_model(model)
 

@@ -183,7 +183,7 @@ def layers_matter(monkeypatch):
     so even zeroed weights keep a pooled cosine of 0.9998; scaled, zeroed weights give ~0.23 and int8 ~0.9998."""
     import copy
 
-    from bench import engine
+    from bench import variants
 
     loaded = copy.copy(load_model("tiny-bert"))
     loaded.model = copy.deepcopy(loaded.model)
@@ -191,7 +191,7 @@ def layers_matter(monkeypatch):
         for m in loaded.model.modules():
             if isinstance(m, torch.nn.Linear):
                 m.weight.mul_(10)
-    monkeypatch.setitem(engine._MODELS, "tiny-bert", loaded)
+    monkeypatch.setitem(variants._MODELS, "tiny-bert", loaded)
 
 
 @pytest.mark.parametrize("runtime", ["torch-int8", "onnxruntime-int8"])

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.engine import EqualityError, Session, build_runner
+from bench.engine import EqualityError, Session
 from bench.plan import Case, Plan, PlanError, load_plan, plan_from_dict
 from bench.runtimes import RUNTIMES, get_runtime
 from bench.runtimes.base import HALF_TOLERANCE, Variant, equality_gate
 from bench.models import load_model
+from bench.variants import build_runner
 from pruning import METHODS, PruneRecipe, discover, method_spec
 
 method_spec("dense")  # load every method module so METHODS is complete at collection
