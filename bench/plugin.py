@@ -8,8 +8,6 @@ entry point; inert unless a test asks for the ``case`` fixture.
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -37,7 +35,9 @@ class _State:
         opt = config.getoption
         path = opt("--prunebench-plan")
         self.plan = Plan.load_json(path) if path else builtin_plan("quick")
-        self.run_id = opt("--prunebench-run-id") or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+        from bench.records import new_run_id
+
+        self.run_id = opt("--prunebench-run-id") or new_run_id()
         self.out = Path(opt("--prunebench-out") or Path("results") / self.run_id)
         self.out.mkdir(parents=True, exist_ok=True)
         from bench.records import RecordWriter
