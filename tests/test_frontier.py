@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from bench.frontier import Floor, FrontierError, meets, parse_floor, search
-from bench.measure.quality import Estimate
+from bench.measure.stats import Estimate
 from bench.plan import builtin_plan
 from pruning import PruneRecipe
 

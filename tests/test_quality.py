@@ -15,10 +15,10 @@ import torch
 
 from bench.data.corpus import splits
 from bench.data.evalfile import EvalFileError, load_eval_file
-from bench.measure.quality import (METRICS, EvalTask, QualityMeter, corpus_task, embed_texts, estimates, file_task,
-                                   task_items)
-from bench.report.quality import quality_columns, quality_verdict
+from bench.measure.quality import METRICS, EvalTask, QualityMeter, corpus_task, embed_texts, file_task, task_items
+from bench.measure.stats import estimates
 from bench.records import Record, read_records
+from bench.report.quality import quality_columns, quality_verdict
 from pruning import PruneRecipe, apply
 
 REPO = Path(__file__).resolve().parents[1]
