@@ -1,6 +1,7 @@
-"""``prunebench run | report | compare | gate | prune | merge | list``: the command line.
+"""``prunebench run | report | compare | gate | prune | merge | list | frontier``: the command line.
 
-Exit codes: 0 done; 1 a case failed (or a regression); 2 bad input, one line naming the problem and
+This module only parses and dispatches: ``run`` is ``bench/run.py``, the other commands' bodies are in
+``bench/commands.py``. Exit codes: 0 done; 1 a case failed (or a regression); 2 bad input, one line naming the problem and
 the fix, no traceback.
 """
 
