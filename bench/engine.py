@@ -12,60 +12,31 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 from pruning import PruneRecipe, scope_params
 from pruning.unstructured import sparsity_of
 
-from .dtypes import dtype_unavailable
 from .env import environment
 from .measure.flops import macs
 from .measure.latency import Latency, measure_paired
-from .measure.memory import measure_memory
+from .measure.memory import MemoryMeter
 from .measure.quality import MAX_LEN, EvalTask, QualityMeter, QualityResult, corpus_task, file_task
-from .measure.size import measure_size
-from .models import LoadedModel, load_model
+from .measure.size import measure_size, save_safetensors
 from .plan import Case, Plan
 from .records import Record
 from .runtimes import Runner, Variant, get_runtime
 from .runtimes.base import equality_gate
+from .variants import ServedEncoder, build_runner, get_model, unavailable
 
-__all__ = ["EqualityError", "Session", "build_runner", "environment"]  # environment: re-exported from bench.env
+__all__ = ["EqualityError", "Session"]
 
 log = logging.getLogger("bench.engine")
 
 
 class EqualityError(AssertionError):
     """A runtime's outputs differ from torch-masked beyond its tolerance: no timing is recorded."""
-
-
-_MODELS: dict[str, LoadedModel] = {}
-
-
-def get_model(name: str) -> LoadedModel:
-    if name not in _MODELS:
-        _MODELS[name] = load_model(name)
-    return _MODELS[name]
-
-
-def forget_models() -> None:
-    """Drop the cached dense models (the memory child keeps only the variant it serves)."""
-    _MODELS.clear()
-
-
-def _variant(case: Case) -> Variant:
-    loaded = get_model(case.model)
-    return Variant(loaded, case.recipe, loaded.batch(case.batch, case.seq_len), case.dtype)
-
-
-def build_runner(case: Case | dict, workdir: Path) -> Runner:
-    """Build the case's variant and prepare its runtime (also used by the memory child process)."""
-    if isinstance(case, dict):
-        case = Case.from_dict(case)
-    torch.set_num_threads(case.threads)
-    return get_runtime(case.runtime).prepare(_variant(case), Path(workdir), case.device)
 
 
 @contextmanager
@@ -107,16 +78,6 @@ def _timed(phases: dict[str, float], name: str, fn):
         return fn()
 
 
-class _Served:
-    """A runner seen as an encoder by the quality measurement: ``net(**inputs).last_hidden_state``."""
-
-    def __init__(self, runner: Runner):
-        self.runner = runner
-
-    def __call__(self, **inputs: torch.Tensor) -> SimpleNamespace:
-        return SimpleNamespace(last_hidden_state=self.runner.outputs(inputs))
-
-
 class Session:
     """Everything shared by the cases of one run."""
 
@@ -125,7 +86,7 @@ class Session:
         self.plan = plan
         self.out_dir = Path(out_dir)
         self.run_id = run_id
-        self.isolate = isolate  # run each case in its own subprocess (bench/isolate.py)
+        self.isolate = isolate  # run each case in its own subprocess (bench/launch/isolate.py)
         self.case_timeout_s = case_timeout_s  # wall-clock limit of an isolated case and of a memory child
         self.last_samples: tuple[float, ...] = ()  # the last case's variant latency samples (seconds)
         self._tmp = Path(tempfile.mkdtemp(prefix="prunebench-"))
@@ -139,7 +100,7 @@ class Session:
         self._quality = QualityMeter()  # embeddings per (model, recipe, dtype), computed once per run
         self._task: EvalTask | None = None
         self._dense_macs: dict[tuple, int] = {}
-        self._mem_cache: dict[str, object] = {}
+        self._memory = MemoryMeter(case_timeout_s)  # each baseline measured twice, cached
         self._dense_bytes: dict[str, int] = {}
 
     def close(self) -> None:
@@ -231,7 +192,7 @@ class Session:
         variant = (case.model, case.recipe, case.dtype, case.runtime) if served else (case.model, case.recipe, case.dtype)
 
         def net(key: tuple):
-            return _Served(runner) if served and key == variant else self._quality_net(key)
+            return ServedEncoder(runner) if served and key == variant else self._quality_net(key)
 
         return self._quality.measure(dense, variant, net, loaded.encode, task, min(case.seq_len, MAX_LEN),
                                      task_metrics=loaded.weights == "pretrained" or task.kind != "corpus")
@@ -239,15 +200,7 @@ class Session:
     def unavailable(self, case: Case) -> str | None:
         """Why the case cannot run here (runtime/device, a dtype or method the runtime cannot run, or a missing
         optional package), or None."""
-        rt = get_runtime(case.runtime)
-        reason = rt.unavailable(case.device) or rt.incompatible(case) or dtype_unavailable(case)
-        req = case.recipe.spec.requires
-        if reason is None and req:
-            import importlib.util
-
-            if importlib.util.find_spec(req) is None:
-                reason = f"method {case.recipe.method} needs the optional package {req!r} (pip install 'prunebench[peers]')"
-        return reason
+        return unavailable(case)
 
     # -- one case ---------------------------------------------------------------------------
     def describe(self, case: Case, rec: Record) -> None:
@@ -272,7 +225,7 @@ class Session:
         rec.fingerprint = fingerprint(case, rec.env)
 
     def run(self, case: Case, rec: Record, benchmark=None) -> None:
-        """Run one case in this process (``bench.isolate.run_isolated`` runs it in a child that calls this)."""
+        """Run one case in this process (``bench.launch.isolate.run_isolated`` runs it in a child that calls this)."""
         from ._faults import inject
 
         inject(case.case_id)
@@ -323,8 +276,9 @@ class Session:
         with ThreadPoolExecutor(max_workers=2) as pool:
             size_f = pool.submit(_timed, phases, "size", lambda: (measure_size(runner.artifact), self._baseline_size(case)))
             mem_f = pool.submit(_timed, phases, "memory", lambda: (
-                measure_memory(runner, self._memdir(case), case.threads, **self._mem_timeout()),
-                self._memory_baseline(case))) if self.plan.memory else None
+                self._memory.measure(runner, self._memdir(case), case.threads),
+                self._memory.baseline(case.baseline.case_id, base_runner, self._memdir(case.baseline),
+                                      case.baseline.threads))) if self.plan.memory else None
             if self.plan.quality:
                 with _phase(phases, "quality"):
                     for name, value in self.quality(case, runner).record_fields().items():
@@ -346,12 +300,8 @@ class Session:
         phases.update({k: round(v, 2) for k, v in phases.items()})
 
     def _latency(self, rec: Record, lat: Latency) -> None:
-        rec.latency_ms, rec.baseline_latency_ms = round(lat.variant_ms, 4), round(lat.baseline_ms, 4)
-        rec.latency_ratio, rec.latency_ratio_lo, rec.latency_ratio_hi = lat.ratio, lat.ratio_lo, lat.ratio_hi
-        rec.latency_cv, rec.rounds, rec.unstable = lat.cv, lat.rounds, lat.unstable
-        p90, p99 = lat.variant_percentile_ms(0.90), lat.variant_percentile_ms(0.99)
-        rec.latency_p90_ms = None if p90 is None else round(p90, 4)
-        rec.latency_p99_ms = None if p99 is None else round(p99, 4)
+        for name, value in lat.record_fields().items():
+            setattr(rec, name, value)
         self.last_samples = lat.variant_s
         rec.efficiency = rec.flops_ratio / lat.ratio if rec.flops_ratio else None
 
@@ -364,29 +314,13 @@ class Session:
     def _safetensors_bytes(self, model: str) -> int:
         """Bytes of the dense fp32 model saved as safetensors: what every artifact is also compared with."""
         if model not in self._dense_bytes:
-            from safetensors.torch import save_file
-
-            path = self._tmp / f"dense-{len(self._dense_bytes)}.safetensors"
-            save_file({k: v.detach().contiguous() for k, v in get_model(model).model.state_dict().items()}, str(path))
+            path = save_safetensors(get_model(model).model, self._tmp / f"dense-{len(self._dense_bytes)}.safetensors")
             self._dense_bytes[model] = path.stat().st_size
             path.unlink()
         return self._dense_bytes[model]
-
-    def _memory_baseline(self, case: Case):
-        """The baseline's memory, measured twice in fresh processes: the first is the reference, the second
-        over the first is the run's A/A figure (``mem_aa_ratio``), from which the report's noise band comes."""
-        base = case.baseline
-        if base.case_id not in self._mem_cache:
-            a, b = (measure_memory(self.baseline(case), self._memdir(base), base.threads, **self._mem_timeout())
-                    for _ in range(2))
-            self._mem_cache[base.case_id] = (a, b.model_mb / a.model_mb if a.model_mb > 0 else None)
-        return self._mem_cache[base.case_id]
 
     def _memdir(self, case: Case) -> Path:
         """The memory child's own directory: it writes its artifact while the size of the case's is read."""
         d = self.workdir(case) / "memory"
         d.mkdir(exist_ok=True)
         return d
-
-    def _mem_timeout(self) -> dict:
-        return {} if self.case_timeout_s is None else {"timeout_s": self.case_timeout_s}

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -247,9 +246,6 @@ def _check_config(cfg_file: Path) -> None:
         raise ModelError(f"{cfg_file} is not valid JSON ({exc}); regenerate it with save_pretrained") from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
         raise ModelError(f"{cfg_file} names no model_type; regenerate it with save_pretrained")
-
-
-_LOADERS: dict[str, Callable[[], LoadedModel]] = {}
 
 
 def load_model(name: str, seed: int = 0) -> LoadedModel:

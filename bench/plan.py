@@ -11,7 +11,6 @@ construction so a bad plan fails before anything is measured.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import tomllib
@@ -22,9 +21,9 @@ from typing import Any
 
 from pruning import PruneRecipe, RecipeError, recipe_keys
 
+from .launch.shard import in_shard, parse_shard
 from .models import ModelError, resolve_model
 from .runtimes import ALIASES, get_runtime
-from .shard import in_shard, parse_shard
 
 __all__ = ["DTYPES", "Case", "Plan", "PlanError", "builtin_plan", "in_shard", "load_plan", "parse_baseline", "parse_shard",
            "plan_from_dict"]
@@ -115,9 +114,6 @@ class Case:
     @classmethod
     def from_dict(cls, d: dict) -> "Case":
         return cls(**{**d, "recipe": PruneRecipe.from_dict(d["recipe"])})
-
-    def definition_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def parse_baseline(text: Any, where: str = "baseline") -> tuple[str, str | None]:
@@ -314,5 +310,3 @@ def builtin_plan(name: str, **overrides: Any) -> Plan:
         raise PlanError(f"no built-in plan {name!r}")
     return plan_from_dict(tomllib.loads(ref.read_text(encoding="utf-8")), **overrides)
 
-
-PlanInputError = (PlanError, RecipeError, ModelError)

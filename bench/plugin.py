@@ -8,8 +8,6 @@ entry point; inert unless a test asks for the ``case`` fixture.
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -37,7 +35,9 @@ class _State:
         opt = config.getoption
         path = opt("--prunebench-plan")
         self.plan = Plan.load_json(path) if path else builtin_plan("quick")
-        self.run_id = opt("--prunebench-run-id") or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+        from bench.records import new_run_id
+
+        self.run_id = opt("--prunebench-run-id") or new_run_id()
         self.out = Path(opt("--prunebench-out") or Path("results") / self.run_id)
         self.out.mkdir(parents=True, exist_ok=True)
         from bench.records import RecordWriter
@@ -49,7 +49,7 @@ class _State:
 
     def _selected(self, config: pytest.Config) -> tuple:
         """The plan's cases this run measures: its shard, less what a resumed run already has ok."""
-        from bench.shard import ShardError, parse_shard
+        from bench.launch.shard import ShardError, parse_shard
 
         try:
             shard = parse_shard(config.getoption("--prunebench-shard")) if config.getoption("--prunebench-shard") else None
@@ -109,7 +109,7 @@ def record(request: pytest.FixtureRequest):
 
 
 def _status(call: pytest.CallInfo) -> tuple[str, str]:
-    from bench.isolate import classify_exception
+    from bench.launch.isolate import classify_exception
 
     return classify_exception(call.excinfo.value)
 
@@ -158,7 +158,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    from bench.engine import environment
+    from bench.env import environment
 
     machine_info["prunebench"] = environment()
 
@@ -172,6 +172,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def _write_env(out: Path) -> None:
-    from bench.engine import environment
+    from bench.env import environment
 
     (out / "env.json").write_text(json.dumps(environment(), indent=1))

@@ -8,15 +8,30 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEMA", "STATUSES", "Record", "RecordError", "RecordWriter", "latest_by_case", "read_records"]
+__all__ = ["FAILED", "SCHEMA", "STATUSES", "Record", "RecordError", "RecordWriter", "exit_status", "latest_by_case",
+           "new_run_id", "read_records"]
 
 log = logging.getLogger("bench.records")
 SCHEMA = 1
 STATUSES = ("ok", "failed", "oom", "crashed", "timeout", "skipped")
+FAILED = ("failed", "oom", "crashed", "timeout")  # the statuses of a case that ran and did not succeed
+
+
+def new_run_id() -> str:
+    """A fresh run id: the local start time and 4 random hex digits, e.g. ``20250101-120000-ab12``."""
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+
+
+def exit_status(records: list[dict], missing: list[str] | tuple = ()) -> int:
+    """A run's exit status: 1 when a case failed (any status in ``FAILED``) or a planned case has no record
+    (``missing``), else 0; skipped cases do not fail a run."""
+    return 1 if missing or any(r["status"] in FAILED for r in records) else 0
 
 
 class RecordError(ValueError):

@@ -102,11 +102,11 @@ def render(rows: list[dict], command: str) -> str:
 
 def _write_report(rows: list[dict], out: Path, command: str) -> None:
     """report.md (and plots/distill_loss.png when a recipe was distilled) under ``out``."""
-    from bench.frontier import DISTILL_PLOT, write_distill_plot
     from bench.report import frame
+    from bench.report.plots import DISTILL_PLOT, distill_plot, save
 
     text = render(rows, command)
-    if write_distill_plot(frame(rows), out) is not None:
+    if save(distill_plot(frame(rows)), out / "plots" / DISTILL_PLOT) is not None:
         text += f"\n![distillation loss](plots/{DISTILL_PLOT})\n"
     (out / "report.md").write_text(text)
 

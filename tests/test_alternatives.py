@@ -59,7 +59,7 @@ def test_every_registered_runtime_implements_the_protocol(name):
 
 
 def test_a_module_without_a_runtime_instance_is_refused_with_the_fix(monkeypatch):
-    monkeypatch.setitem(RUNTIMES, "bogus", "bench.plots")
+    monkeypatch.setitem(RUNTIMES, "bogus", "bench.report.plots")
     with pytest.raises(TypeError, match="RUNTIME = ThatClass"):
         get_runtime("bogus")
 
@@ -184,7 +184,7 @@ def layers_matter(monkeypatch):
     so even zeroed weights keep a pooled cosine of 0.9998; scaled, zeroed weights give ~0.23 and int8 ~0.9998."""
     import copy
 
-    from bench import engine
+    from bench import variants
 
     loaded = copy.copy(load_model("tiny-bert"))
     loaded.model = copy.deepcopy(loaded.model)
@@ -192,7 +192,7 @@ def layers_matter(monkeypatch):
         for m in loaded.model.modules():
             if isinstance(m, torch.nn.Linear):
                 m.weight.mul_(10)
-    monkeypatch.setitem(engine._MODELS, "tiny-bert", loaded)
+    monkeypatch.setitem(variants._MODELS, "tiny-bert", loaded)
 
 
 @pytest.mark.parametrize("runtime", ["torch-int8", "onnxruntime-int8"])
@@ -347,8 +347,9 @@ def _row(recipe, runtime, dtype, ratio, cosine, status="ok", reason=None):
 
 
 def test_alternatives_section_sorts_by_speed_and_states_a_verdict_from_the_rows(tmp_path):
-    from bench.alternatives import rows, section
     from bench.report import frame
+    from bench.report.alternatives import PLOT, rows, section
+    from bench.report.plots import alternatives_plot, save
 
     recs = [_row("dense@0.00", "torch-dense", "float32", 1.0, 1.0),
             _row("dense@0.00", "torch-int8", "float32", 0.6, 0.97),
@@ -356,7 +357,7 @@ def test_alternatives_section_sorts_by_speed_and_states_a_verdict_from_the_rows(
             _row("heads+ffn@0.25", "torch-dense", "float32", 0.7, 0.995),
             _row("heads+ffn@0.50", "torch-dense", "float32", 0.5, 0.6),
             _row("dense@0.00", "torch-dense", "bfloat16", None, None, "skipped", "bfloat16 ... needs avx512_bf16")]
-    lines = section(frame(recs), tmp_path)
+    lines = section(frame(recs), f"plots/{PLOT}")
     text = "\n".join(lines)
     assert lines[0] == "## Pruning and its alternatives on this machine"
     assert ("**Verdict:** Fastest at a cosine to dense of at least 0.99 on this machine: heads+ffn@0.25 · torch-dense · "
@@ -367,7 +368,8 @@ def test_alternatives_section_sorts_by_speed_and_states_a_verdict_from_the_rows(
     assert "dense@0.00 · torch-dense · bfloat16: skipped: bfloat16 ... needs avx512_bf16" in text
     failed = {**_row("dense@0.00", "openvino", "float32", None, None, "failed"), "error": "Error: no such file"}
     assert "dense@0.00 · openvino · float32: failed: Error: no such file" in "\n".join(section(frame(recs + [failed])))
-    assert (tmp_path / "plots/alternatives_pareto.png").stat().st_size > 0
+    assert "![Pruning and its alternatives: speedup vs quality](plots/alternatives_pareto.png)" in text
+    assert save(alternatives_plot(rows(frame(recs))), tmp_path / "plots" / PLOT).stat().st_size > 0
     recs[3]["quality_cosine"] = 0.9
     worse = section(frame(recs))[4]
     assert "dense@0.00 · onnxruntime · float32, 1.25x" in worse and "no pruned variant keeps that quality" in worse
@@ -406,8 +408,9 @@ def test_alternatives_verdict_uses_the_task_drop_where_rows_have_one(tmp_path):
     """With recall@1 and its paired drop on the rows, "still good" is a drop of at most 2 points vs dense fp32
     (not a cosine): a faster row with a 3-point drop loses to a slower one with a 1-point drop, and the table
     shows the change with its CI."""
-    from bench.alternatives import section
     from bench.report import frame
+    from bench.report.alternatives import PLOT, rows, section
+    from bench.report.plots import alternatives_plot, save
 
     def task(row, r1, drop):
         return {**row, "quality_r1": r1, "quality_r1_drop": drop, "quality_r1_drop_lo": drop - 0.02,
@@ -416,8 +419,8 @@ def test_alternatives_verdict_uses_the_task_drop_where_rows_have_one(tmp_path):
     recs = [task(_row("dense@0.00", "torch-dense", "float32", 1.0, 1.0), 0.86, 0.0),
             task(_row("dense@0.00", "torch-int8", "float32", 0.6, 0.999), 0.83, 0.03),
             task(_row("heads+ffn@0.25", "torch-dense", "float32", 0.7, 0.95), 0.85, 0.01)]
-    text = "\n".join(section(frame(recs), tmp_path))
+    text = "\n".join(section(frame(recs)))
     assert ("**Verdict:** Fastest at a R@1 drop of at most 2 points vs dense fp32 on this machine: heads+ffn@0.25 · "
             "torch-dense · float32, 1.43x") in text
     assert "0.830 (Δ -0.030 [-0.050, -0.010])" in text and "R@1 (Δ vs dense fp32 [CI])" in text
-    assert (tmp_path / "plots/alternatives_pareto.png").stat().st_size > 0
+    assert save(alternatives_plot(rows(frame(recs))), tmp_path / "plots" / PLOT).stat().st_size > 0

@@ -1,11 +1,13 @@
-"""Break-even sparsity (bench.analysis): interpolation, the CI's upper bound, grouping, and the report section."""
+"""Break-even sparsity (bench.report.analysis): interpolation, the CI's upper bound, grouping, and the report section."""
 
+import json
 import math
 
 import pytest
 
-from bench.analysis import break_even, crossing, plot_break_even
-from bench.report import render
+from bench.report import render, write_report
+from bench.report.analysis import break_even, crossing
+from bench.report.plots import plot_break_even
 
 
 def test_crossing_interpolates_linearly_between_the_bracketing_points():
@@ -73,10 +75,14 @@ def test_break_even_of_no_records_is_empty():
 
 
 def test_report_has_a_break_even_table_and_plot_when_a_sweep_exists(tmp_path):
-    text = render(SWEEP + [_rec("torch-dense", 0.5, 1.0)], tmp_path)
+    recs = SWEEP + [_rec("torch-dense", 0.5, 1.0)]
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps({"schema": 1, **r}) + "\n" for r in recs))
+    text = write_report(tmp_path).read_text()
     assert "## Break-even sparsity" in text and "0.867" in text
     assert (tmp_path / "plots" / "breakeven-minilm-cpu-b8s128.png").stat().st_size > 1000
+    assert "![breakeven-minilm-cpu-b8s128](plots/breakeven-minilm-cpu-b8s128.png)" in text
     assert "## Break-even sparsity" not in render([_rec("torch-dense", 0.5, 1.0)], None)
+    assert "## Break-even sparsity" in render(recs) and "breakeven-" not in render(recs)  # links only the plots it is given
 
 
 def test_plot_writes_one_png_per_device_and_shape(tmp_path):
@@ -87,7 +93,7 @@ def test_plot_writes_one_png_per_device_and_shape(tmp_path):
 
 
 def test_size_table_divides_each_artifact_by_the_dense_safetensors():
-    from bench.analysis import size_table
+    from bench.report.analysis import size_table
 
     recs = [dict(_rec("torch-csr", 0.9, 0.8), size_bytes=60, size_compressed_bytes=50, dense_safetensors_bytes=100),
             dict(_rec("onnxruntime", 0.9, 1.0), size_bytes=99, size_compressed_bytes=57, dense_safetensors_bytes=100)]

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from bench.frontier import Floor, FrontierError, meets, parse_floor, search
-from bench.measure.quality import Estimate
+from bench.measure.stats import Estimate
 from bench.plan import builtin_plan
 from pruning import PruneRecipe
 
@@ -63,8 +63,8 @@ def test_default_plan_shows_weight_norm_and_data_aware_recovered_side_by_side():
 def test_recovery_section_puts_unrecovered_and_recovered_side_by_side_without_nan():
     """Rows from a DataFrame carry NaN where a field is absent (an unrecovered variant has no calibration
     size): the cell reads "–", never "nan"."""
-    from bench.frontier import recovery_section
     from bench.report import frame
+    from bench.report.structured import recovery_section
 
     base = {"status": "ok", "pattern": "heads+ffn", "runtime": "torch-dense", "sparsity_target": 0.5,
             "latency_ratio": 0.55, "latency_ratio_lo": 0.5, "latency_ratio_hi": 0.6, "quality_cosine": 0.5,
@@ -77,18 +77,23 @@ def test_recovery_section_puts_unrecovered_and_recovered_side_by_side_without_na
     assert text.count("| 12 | 256 |") == 1 and "nan" not in text
 
 
-def test_distillation_loss_plot_is_written_and_linked_only_when_a_variant_was_distilled(tmp_path):
-    from bench.frontier import DISTILL_PLOT, recovery_section, write_distill_plot
+def test_distillation_loss_plot_is_drawn_and_linked_only_when_a_variant_was_distilled(tmp_path):
     from bench.report import frame
+    from bench.report.plots import DISTILL_PLOT, distill_plot
+    from bench.report.structured import recovery_section
 
     base = {"status": "ok", "pattern": "heads+ffn", "runtime": "torch-dense", "sparsity_target": 0.5, "latency_ratio": 0.5,
             "latency_ratio_lo": 0.45, "latency_ratio_hi": 0.55, "importance": "fisher"}
     plain = [{**base, "recipe": "heads+ffn@0.50", "importance": "magnitude", "recovery_method": "none"},
              {**base, "recipe": "heads+ffn[fisher,lstsq]@0.50", "recovery_method": "lstsq"}]
-    assert write_distill_plot(frame(plain), tmp_path) is None and not (tmp_path / "plots" / DISTILL_PLOT).exists()
+    assert distill_plot(frame(plain)) is None
     distilled = plain + [{**base, "recipe": "heads+ffn[fisher,lstsq+distill,2s]@0.50", "recovery_method": "lstsq+distill",
                           "distill_seconds": 2.0, "distill_loss": [0.5, 0.3, 0.2, 0.15]}]
-    path = write_distill_plot(frame(distilled), tmp_path)
-    assert path == tmp_path / "plots" / DISTILL_PLOT and path.stat().st_size > 0
-    assert f"![distillation loss](plots/{DISTILL_PLOT})" in "\n".join(recovery_section(frame(distilled), tmp_path))
-    assert write_distill_plot(frame(plain), tmp_path) is None and not path.exists()  # a re-render without one removes it
+    assert distill_plot(frame(distilled)) is not None
+    link = f"plots/{DISTILL_PLOT}"
+    assert f"![distillation loss]({link})" in "\n".join(recovery_section(frame(distilled), link))
+    assert "distillation loss" not in "\n".join(recovery_section(frame(plain)))
+    from bench.report.plots import save
+
+    assert save(distill_plot(frame(distilled)), tmp_path / link).stat().st_size > 0
+    assert save(distill_plot(frame(plain)), tmp_path / link) is None and not (tmp_path / link).exists()

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.isolate import classify_exception, classify_exit
+from bench.launch.isolate import classify_exception, classify_exit
 from bench.measure.latency import Latency
 from bench.plan import load_plan
 from bench.records import RecordWriter, read_records
-from bench.shard import in_shard
+from bench.launch.shard import in_shard
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,7 +123,7 @@ def test_isolated_case_that_hangs_is_killed_at_its_timeout_with_its_process_grou
     import psutil
 
     from bench.engine import Session
-    from bench.isolate import IsolatedCaseError, run_isolated
+    from bench.launch.isolate import IsolatedCaseError, run_isolated
     from bench.records import Record
 
     monkeypatch.setenv("PRUNEBENCH_FAULT", f"hang@{MASKED_B1}")

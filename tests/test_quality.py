@@ -11,10 +11,10 @@ import torch
 
 from bench.data.corpus import splits
 from bench.data.evalfile import EvalFileError, load_eval_file
-from bench.measure.quality import (METRICS, EvalTask, QualityMeter, corpus_task, embed_texts, estimates, file_task,
-                                   task_items)
-from bench.quality_report import quality_columns, quality_verdict
+from bench.measure.quality import METRICS, EvalTask, QualityMeter, corpus_task, embed_texts, file_task, task_items
+from bench.measure.stats import estimates
 from bench.records import Record, read_records
+from bench.report.quality import quality_columns, quality_verdict
 from pruning import PruneRecipe, apply
 
 from .forked_cli import run_many
@@ -261,7 +261,7 @@ def test_minilm_scores_the_bbc_task_well_above_chance_and_pruning_costs_retrieva
 def test_quality_plot_shows_the_task_metric_with_ci_bars():
     import pandas as pd
 
-    from bench.plots import fidelity_plot
+    from bench.report.plots import fidelity_plot
 
     rows = [dict(status="ok", method=m, recipe=f"{m}@{sp:.2f}", runtime="torch-dense", model="minilm", device="cpu", batch=8,
                  seq_len=128, sparsity_target=sp, latency_ratio=lat, quality_cosine=cos, quality_r1=r1, quality_r1_lo=r1 - 0.05,

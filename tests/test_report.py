@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.plots import PLOTS, write_plots
 from bench.records import Record
 from bench.report import frame, latency_verdict, render, summary_table, write_report
+from bench.report.plots import PLOTS, write_plots
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {"torch": "2.13.0+cpu", "transformers": "5.24.0", "cpu": "AMD EPYC", "cpu_count": 2, "machine": "x86_64"}
@@ -78,10 +78,24 @@ def test_per_model_tables_keep_runtimes_side_by_side_with_efficiency():
     assert "random-init" in table
 
 
-def test_public_helpers_still_work():
-    assert latency_verdict(0.8, 0.75, 0.85).startswith("faster")
-    assert latency_verdict(1.0, 0.95, 1.05).startswith("no measurable change")
-    assert "torch-csr" in summary_table(RECORDS)
+def test_latency_verdict_reads_the_ci_and_the_summary_table_has_a_row_per_record():
+    assert latency_verdict(0.8, 0.75, 0.85) == "faster: 0.80x [0.75, 0.85]"
+    assert latency_verdict(1.2, 1.1, 1.3) == "slower: 1.20x [1.10, 1.30]"
+    assert latency_verdict(1.0, 0.95, 1.05) == "no measurable change: 1.00x [0.95, 1.05]"
+    assert latency_verdict(0.8, None, None) == "not measured"
+    lines = summary_table(RECORDS).splitlines()
+    assert len(lines) == 2 + len(RECORDS)  # header, rule, one row per record
+    masked = next(line for line in lines if line.startswith("tiny-bert/global-l1@0.50/torch-masked")).split()
+    assert masked[1:4] == ["ok", "1.25", "[1.21,"] and masked[4] == "1.29]"
+    assert [float(x) for x in masked[5:]] == [1.5, 1.2, 1.4, 0.75]  # size, gzip, memory ratios; cosine
+    failed = next(line for line in lines if "@0.99/torch-csr" in line).split()
+    assert failed[1:3] == ["failed", "–"]
+    assert summary_table([]) == "(no records)"
+
+
+def test_render_is_pure_it_reads_and_writes_no_file(tmp_path):
+    md = render(RECORDS, tmp_path, "prunebench run")
+    assert list(tmp_path.iterdir()) == [] and "](plots/" not in md
 
 
 def test_plots_render_from_records(tmp_path):

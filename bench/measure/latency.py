@@ -95,6 +95,15 @@ class Latency:
     def baseline_ms(self) -> float:
         return float(np.median(self.baseline_s) * 1e3)
 
+    def record_fields(self) -> dict[str, float | int | bool | None]:
+        """The flat record fields: latency_ms and baseline_latency_ms (medians), latency_ratio[_lo|_hi],
+        latency_cv, rounds, unstable, and the variant's latency_p90_ms / latency_p99_ms (None without enough rounds)."""
+        p90, p99 = self.variant_percentile_ms(0.90), self.variant_percentile_ms(0.99)
+        return {"latency_ms": round(self.variant_ms, 4), "baseline_latency_ms": round(self.baseline_ms, 4),
+                "latency_ratio": self.ratio, "latency_ratio_lo": self.ratio_lo, "latency_ratio_hi": self.ratio_hi,
+                "latency_cv": self.cv, "rounds": self.rounds, "unstable": self.unstable,
+                "latency_p90_ms": None if p90 is None else round(p90, 4), "latency_p99_ms": None if p99 is None else round(p99, 4)}
+
 
 class PairedTimer:
     """Times the baseline once per round, as pytest-benchmark's ``pedantic(setup=...)`` hook."""

@@ -22,7 +22,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Memory", "measure_memory"]
+__all__ = ["Memory", "MemoryMeter", "measure_memory"]
 
 log = logging.getLogger("bench.measure.memory")
 _PRELOAD = ["torch", "transformers", "safetensors", "bench.measure.memory"]
@@ -178,6 +178,28 @@ def measure_memory(runner, workdir: Path, threads: int, timeout_s: float = 300.0
     if status != "ok":
         raise RuntimeError(f"memory measurement failed in the child process: {payload.strip().splitlines()[0]}")
     return payload
+
+
+
+class MemoryMeter:
+    """A run's memory measurements (each in a fresh process, limited to ``timeout_s``): a case's variant once,
+    its baseline twice, cached per baseline: the first is the reference, the second over the first the run's
+    A/A figure (``mem_aa_ratio``), from which the report's noise band comes."""
+
+    def __init__(self, timeout_s: float | None = None):
+        self._limit = {} if timeout_s is None else {"timeout_s": timeout_s}
+        self._baselines: dict[str, tuple[Memory, float | None]] = {}
+
+    def measure(self, runner, workdir: Path, threads: int) -> Memory:
+        """Peak memory of serving ``runner``'s artifact (see :func:`measure_memory`)."""
+        return measure_memory(runner, workdir, threads, **self._limit)
+
+    def baseline(self, key: str, runner, workdir: Path, threads: int) -> tuple[Memory, float | None]:
+        """The baseline ``key``'s memory (its first measurement) and the A/A ratio second / first."""
+        if key not in self._baselines:
+            a, b = (self.measure(runner, workdir, threads) for _ in range(2))
+            self._baselines[key] = (a, b.model_mb / a.model_mb if a.model_mb > 0 else None)
+        return self._baselines[key]
 
 
 if os.environ.get("PRUNEBENCH_NO_FORKSERVER"):

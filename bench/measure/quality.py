@@ -16,7 +16,8 @@ What is scored (an :class:`EvalTask`):
 Every figure is a statistic of per-item scores; its CI is the percentile bootstrap over evaluation items
 (seeded), and the paired drop (dense - variant, positive = quality lost) is computed on the same items with
 the same bootstrap indices, so a variant identical to dense has a drop of exactly 0. Fidelity is already
-relative to dense (dense scores 1.0), so it has no separate drop.
+relative to dense (dense scores 1.0), so it has no separate drop (the scorers and the bootstrap:
+:mod:`bench.measure.stats`).
 
 :class:`QualityMeter` embeds each (model, recipe, dtype) once per run and scores from its cache.
 """
@@ -25,18 +26,17 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["BOOTSTRAP", "EVAL_ITEMS", "K", "MAX_LEN", "METRICS", "PROBE_ITEMS", "Estimate", "EvalTask", "Quality",
-           "QualityMeter", "QualityResult", "corpus_task", "embed", "embed_texts", "estimates", "fidelity",
-           "fidelity_items", "file_task", "task_items"]
+from .stats import BOOTSTRAP, SEED, Estimate, estimates, knn_vote, probe_predictions, retrieval_scores
+
+__all__ = ["EVAL_ITEMS", "K", "MAX_LEN", "METRICS", "PROBE_ITEMS", "EvalTask", "Quality", "QualityMeter", "QualityResult",
+           "corpus_task", "embed", "embed_texts", "fidelity", "fidelity_items", "file_task", "task_items"]
 
 log = logging.getLogger("bench.measure.quality")
 
@@ -44,8 +44,6 @@ log = logging.getLogger("bench.measure.quality")
 # budget that keeps quality within seconds per MiniLM variant on a 2-core CPU (bodies are the long part).
 EVAL_ITEMS, PROBE_ITEMS, MAX_LEN = 250, 200, 48
 K = 10  # kNN accuracy and neighbour agreement
-BOOTSTRAP = 1000  # resamples of the evaluation items
-SEED = 0
 BATCH = 32
 
 # figure -> (record field of the figure, record field of its paired drop vs dense or None); each field F also
@@ -195,47 +193,6 @@ def embed_texts(net: nn.Module, encode: Callable[[list[str], int], dict], texts:
     return out
 
 
-# -- per-item task scores ----------------------------------------------------------------------------
-def _unit(x: torch.Tensor) -> np.ndarray:
-    return torch.nn.functional.normalize(x.double(), dim=1).numpy()
-
-
-def _probe(train: torch.Tensor, y_train: np.ndarray, test: torch.Tensor, seed: int) -> np.ndarray:
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
-    clf = LogisticRegression(solver="lbfgs", max_iter=1000, random_state=seed)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        clf.fit(train.double().numpy(), y_train)
-    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
-        log.debug("linear probe did not converge in 1000 lbfgs iterations; scored as it stands")
-    return clf.predict(test.double().numpy())
-
-
-def _knn_vote(train: torch.Tensor, y_train: np.ndarray, test: torch.Tensor, k: int, classes: int) -> np.ndarray:
-    """Majority label of the k nearest (cosine) train items; ties go to the label with the larger summed similarity."""
-    sim = _unit(test) @ _unit(train).T
-    k = min(k, sim.shape[1])
-    nn_idx = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-    labels = y_train[nn_idx]
-    rows = np.repeat(np.arange(len(sim)), k)
-    counts = np.zeros((len(sim), classes))
-    sims = np.zeros((len(sim), classes))
-    np.add.at(counts, (rows, labels.ravel()), 1)
-    np.add.at(sims, (rows, labels.ravel()), np.take_along_axis(sim, nn_idx, 1).ravel())
-    best = counts == counts.max(1, keepdims=True)
-    return np.where(best, sims, -np.inf).argmax(1)
-
-
-def _retrieval(queries: torch.Tensor, docs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Rank of each query's own document (same index) among all documents: recall@1 and reciprocal rank@10."""
-    sim = _unit(queries) @ _unit(docs).T
-    own = np.diag(sim)
-    rank = 1 + (sim > own[:, None]).sum(1)
-    return (rank == 1).astype(float), np.where(rank <= 10, 1.0 / rank, 0.0)
-
-
 def task_items(task: EvalTask, emb: Mapping[str, torch.Tensor], seed: int = SEED) -> dict[str, np.ndarray]:
     """Per-item scores of one model: 0/1 correctness for the accuracies, recall@1 and reciprocal rank per
     query, (cosine, score) rows for Spearman."""
@@ -244,78 +201,10 @@ def task_items(task: EvalTask, emb: Mapping[str, torch.Tensor], seed: int = SEED
         return {"spearman": np.column_stack([cos, np.asarray(task.scores, float)])}
     y_train, y_eval = np.asarray(task.train_labels), np.asarray(task.eval_labels)
     classes = int(max(y_train.max(), y_eval.max())) + 1
-    out = {"probe_acc": (_probe(emb["train"], y_train, emb["eval"], seed) == y_eval).astype(float),
-           "knn_acc": (_knn_vote(emb["train"], y_train, emb["eval"], K, classes) == y_eval).astype(float)}
+    out = {"probe_acc": (probe_predictions(emb["train"], y_train, emb["eval"], seed) == y_eval).astype(float),
+           "knn_acc": (knn_vote(emb["train"], y_train, emb["eval"], K, classes) == y_eval).astype(float)}
     if task.kind == "corpus":
-        out["r1"], out["mrr10"] = _retrieval(emb["title"], emb["body"])
-    return out
-
-
-# -- statistics ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Estimate:
-    """A figure with its bootstrap 95% CI and, for a variant, its paired drop vs dense (dense - variant,
-    positive = quality lost) with that drop's CI."""
-
-    value: float
-    lo: float
-    hi: float
-    drop: float | None = None
-    drop_lo: float | None = None
-    drop_hi: float | None = None
-
-    @property
-    def measurable_drop(self) -> bool | None:
-        """True when the drop's CI lies above 0 (quality measurably lost); None without a drop."""
-        return None if self.drop_lo is None else self.drop_lo > 0
-
-
-@lru_cache(maxsize=16)
-def _indices(n: int, resamples: int, seed: int) -> np.ndarray:
-    """The bootstrap resamples of n items: one seeded draw, shared by dense and every variant (paired)."""
-    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-
-
-def _spearman(data: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    x, y = rankdata(data[idx, 0], axis=-1), rankdata(data[idx, 1], axis=-1)
-    x, y = x - x.mean(-1, keepdims=True), y - y.mean(-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (x * y).sum(-1) / np.sqrt((x * x).sum(-1) * (y * y).sum(-1))
-
-
-def _stat(name: str, data: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    return _spearman(data, idx) if name == "spearman" else data[idx].mean(-1)
-
-
-def _ci(boot: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.nanpercentile(boot, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
-def estimates(variant: Mapping[str, np.ndarray], dense: Mapping[str, np.ndarray] | None = None,
-              resamples: int = BOOTSTRAP, seed: int = SEED) -> dict[str, Estimate]:
-    """Each figure of ``variant``'s per-item scores with its CI, and (with ``dense``, scored on the same items)
-    the paired drop dense - variant with its CI."""
-    out = {}
-    for name, v in variant.items():
-        n = len(v)
-        every = np.arange(n)[None]
-        idx = _indices(n, resamples, seed)
-        value, boot = float(_stat(name, v, every)[0]), _stat(name, v, idx)
-        est = Estimate(value, *_ci(boot))
-        d = None if dense is None else dense.get(name)
-        if d is not None and METRICS.get(name, (None, None))[1] is not None:
-            if d.shape != v.shape:
-                raise ValueError(f"{name}: dense and variant were scored on different items ({d.shape} vs {v.shape})")
-            if name == "spearman":
-                drop, dboot = float(_stat(name, d, every)[0]) - value, _stat(name, d, idx) - boot
-            else:
-                diff = d - v
-                drop, dboot = float(diff.mean()), diff[idx].mean(-1)
-            est = replace(est, drop=drop, drop_lo=_ci(dboot)[0], drop_hi=_ci(dboot)[1])
-        out[name] = est
+        out["r1"], out["mrr10"] = retrieval_scores(emb["title"], emb["body"])
     return out
 
 

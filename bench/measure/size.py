@@ -1,4 +1,6 @@
-"""On-disk size of what a runtime keeps: raw bytes and compressed bytes (gzip, level 6)."""
+"""On-disk size of what a runtime keeps: raw bytes and compressed bytes (gzip, level 6); and the one way a
+model's tensors are written as safetensors (the dense runtimes' artifact and the size every artifact is also
+compared with)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Size", "measure_size"]
+__all__ = ["Size", "measure_size", "save_safetensors"]
 
 _CHUNK = 1 << 22
 LEVEL = 6
@@ -34,3 +36,11 @@ def measure_size(artifact: Path) -> Size:
     artifact = Path(artifact)
     files = [p for p in artifact.rglob("*") if p.is_file()] if artifact.is_dir() else [artifact]
     return Size(sum(f.stat().st_size for f in files), _compressed(artifact))
+
+
+def save_safetensors(model, path: Path) -> Path:
+    """Write ``model``'s state dict (every tensor detached and contiguous) to ``path`` as safetensors."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
+    return Path(path)

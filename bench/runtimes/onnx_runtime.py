@@ -26,7 +26,8 @@ from torch import nn
 
 from .base import Runner, Runtime, RuntimeUnavailable, Variant, package_versions
 
-__all__ = ["OPSET", "OUTPUT", "RUNTIME", "GraphRunner", "OnnxRuntime", "OrtRunner", "export", "ort_unavailable", "ort_versions"]
+__all__ = ["OPSET", "OUTPUT", "RUNTIME", "GraphRunner", "OnnxExportError", "OnnxRuntime", "OrtRunner", "export", "export_checked",
+           "ort_unavailable", "ort_versions"]
 
 log = logging.getLogger("bench.runtimes.onnx_runtime")
 
@@ -178,3 +179,28 @@ class OnnxRuntime(Runtime):
 
 
 RUNTIME = OnnxRuntime()
+
+
+class OnnxExportError(ValueError):
+    """An ONNX file that cannot be written here or does not compute what torch does; the message names the fix."""
+
+
+def export_checked(model: nn.Module, inputs: dict[str, torch.Tensor], path: Path) -> float:
+    """Export ``model`` to ``path`` (``prunebench prune --format onnx``) and check ONNX Runtime's outputs against
+    torch's on ``inputs`` before calling it done: returns their max abs difference; raises OnnxExportError when
+    ONNX Runtime is missing, the exporter fails, or the outputs differ by more than 1e-4."""
+    reason = ort_unavailable("cpu")
+    if reason:
+        raise OnnxExportError(f"--format onnx needs ONNX Runtime: {reason}; pip install 'prunebench[onnx]' or use --format safetensors")
+    try:
+        export(model, inputs, path)
+    except Exception as exc:  # an exporter failure is the user's dead end: say it in one line
+        raise OnnxExportError(f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+                              "use --format safetensors") from None
+    with torch.inference_mode():
+        ref = model(**inputs).last_hidden_state
+    diff = float((OrtRunner(path, inputs, "cpu", torch.get_num_threads()).outputs() - ref).abs().max())
+    if not diff <= 1e-4:
+        raise OnnxExportError(f"ONNX Runtime outputs differ from torch by {diff:.3g} (> 1e-4); the export is wrong, "
+                              "use --format safetensors")
+    return diff

@@ -42,11 +42,10 @@ class TorchCompile(Runtime):
         return None
 
     def prepare(self, variant: Variant, workdir: Path, device: str) -> TorchRunner:
-        from safetensors.torch import save_file
+        from ..measure.size import save_safetensors
 
         model = variant.baked().to(device).eval()
-        artifact = Path(workdir) / "model.safetensors"  # what is loaded before compiling: the dense weights
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(artifact))
+        artifact = save_safetensors(model, Path(workdir) / "model.safetensors")  # loaded before compiling: the dense weights
         compiled = torch.compile(model, backend="inductor", dynamic=False)
         runner = CompiledRunner(compiled, variant.inputs, device, artifact)
         runner.model = model  # the plain encoder for counting (the compiled wrapper shares its weights)

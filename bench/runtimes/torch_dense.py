@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors.torch import save_file
-
+from ..measure.size import save_safetensors
 from .base import Runtime, TorchRunner, Variant
 
 __all__ = ["RUNTIME", "TorchDense"]
@@ -18,8 +17,7 @@ class TorchDense(Runtime):
 
     def prepare(self, variant: Variant, workdir: Path, device: str) -> TorchRunner:
         model = variant.baked()
-        artifact = Path(workdir) / "model.safetensors"
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(artifact))
+        artifact = save_safetensors(model, Path(workdir) / "model.safetensors")
         return TorchRunner(model, variant.inputs, device, artifact)
 
 

@@ -11,7 +11,7 @@ def test_case(case, benchmark, bench_session, record):
         record.reason = reason
         pytest.skip(reason)
     if bench_session.isolate:  # a case per subprocess: a crash, hang or OOM costs that case only
-        from bench.isolate import run_isolated
+        from bench.launch.isolate import run_isolated
 
         run_isolated(bench_session, case, record, benchmark)
     else:

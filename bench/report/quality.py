@@ -11,7 +11,7 @@ import math
 
 __all__ = ["TASK_FIGURES", "delta_cell", "quality_columns", "quality_verdict", "task_figure"]
 
-log = logging.getLogger("bench.quality_report")
+log = logging.getLogger("bench.report.quality")
 
 # (value field, drop field, label), most sensitive first: the first one a record has leads its verdict and plot
 TASK_FIGURES = (

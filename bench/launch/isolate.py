@@ -37,7 +37,7 @@ from pathlib import Path
 __all__ = ["DEFAULT_TIMEOUT_S", "IsolatedCaseError", "Outcome", "classify_exception", "classify_exit", "run_child",
            "run_isolated"]
 
-log = logging.getLogger("bench.isolate")
+log = logging.getLogger("bench.launch.isolate")
 
 DEFAULT_TIMEOUT_S = 900.0  # per isolated case, when --case-timeout is not given
 OOM_RSS_FRACTION = 0.8  # sampled RSS / memory available at start that counts as memory evidence
@@ -162,7 +162,7 @@ def run_child(job: dict, timeout_s: float, workdir: Path) -> Outcome:
     result_path.unlink(missing_ok=True)
     job_path.write_text(json.dumps({**job, "result": str(result_path)}))
     env = {**os.environ, "TMPDIR": str(workdir)}  # the child's temp files die with the case's workdir
-    cmd = [sys.executable, "-c", "import sys; from bench.isolate import _child_main; sys.exit(_child_main(sys.argv[1]))",
+    cmd = [sys.executable, "-c", "import sys; from bench.launch.isolate import _child_main; sys.exit(_child_main(sys.argv[1]))",
            str(job_path)]
     available = psutil.virtual_memory().available
     kills_before = _oom_kills()
@@ -225,7 +225,7 @@ def _feed_benchmark(benchmark, samples: tuple[float, ...]) -> None:
 
 def run_isolated(session, case, rec, benchmark=None) -> None:
     """Run ``case`` in a child process and fill ``rec`` from it; raise IsolatedCaseError unless it succeeded."""
-    from .records import Record
+    from ..records import Record
 
     job = {"plan": replace(session.plan, cases=(case,)).to_dict(), "case_id": case.case_id, "run_id": session.run_id,
            "out_dir": str(session.out_dir), "case_timeout_s": session.case_timeout_s}
@@ -257,9 +257,9 @@ def _child_main(job_path: str) -> int:
     """The child: run one case in process and write ``{"status", "error", "record", "samples"}`` as JSON."""
     logging.basicConfig(level=os.environ.get("PRUNEBENCH_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     job = json.loads(Path(job_path).read_text())
-    from .engine import Session
-    from .plan import Plan
-    from .records import Record
+    from ..engine import Session
+    from ..plan import Plan
+    from ..records import Record
 
     plan = Plan.from_dict(job["plan"])
     case = next(c for c in plan.cases if c.case_id == job["case_id"])

@@ -1,6 +1,6 @@
 """Break-even sparsity: where a runtime's latency ratio to its dense baseline crosses 1.0.
 
-Pure functions of records (plus one plotting function): per model, method, runtime, device, dtype and
+Pure functions of records: per model, method, runtime, device, dtype and
 batch x seq, the sparsity at which the median latency ratio falls below 1.0 (linear interpolation
 between the two bracketing sparsities), and the sparsity at which the upper bound of its 95% CI does
 ("pays with confidence"). A crossing is reported only where it is measurable: some point's 95% CI lies
@@ -12,14 +12,13 @@ sweep says "no measurable crossing in [lo, hi]".
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Iterable, NamedTuple
 
 import pandas as pd
 
-__all__ = ["BreakEven", "Crossing", "GROUP", "NOT_MEASURABLE", "break_even", "crossing", "measurable", "plot_break_even",
+__all__ = ["BreakEven", "Crossing", "GROUP", "NOT_MEASURABLE", "break_even", "break_even_section", "crossing", "measurable",
            "size_table"]
 
 GROUP = ("model", "method", "scope", "norm", "allocation", "runtime", "device", "dtype", "batch", "seq_len")
@@ -161,40 +160,24 @@ def size_table(records: pd.DataFrame | list[dict]) -> pd.DataFrame:
     return table.reset_index().rename(columns={"sparsity_target": "sparsity"})
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
-
-
-def plot_break_even(results: list[BreakEven], out_dir: Path) -> list[Path]:
-    """One PNG per model, device, dtype and batch x seq: latency ratio vs sparsity per runtime, with the
-    95% CI as a band, the 1.0 line and each break-even sparsity marked. Returns the files written."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state, renders with Agg
-
-    out_dir = Path(out_dir)
-    panels: dict[tuple, list[BreakEven]] = {}
-    for r in results:
-        k = r.key
-        panels.setdefault((k.get("model"), k.get("device"), k.get("dtype"), k.get("batch"), k.get("seq_len")), []).append(r)
-    written = []
-    for (model, device, dtype, batch, seq), curves in panels.items():
-        fig = Figure(figsize=(6.4, 4.2), dpi=110)
-        ax = fig.add_subplot()
-        for c in curves:
-            line, = ax.plot(c.sparsities, c.ratios, marker="o", label=c.label)
-            ax.fill_between(c.sparsities, c.ratios_lo, c.ratios_hi, color=line.get_color(), alpha=0.2, linewidth=0)
-            if c.median.sparsity is not None and c.median.how.startswith("interpolated"):
-                ax.axvline(c.median.sparsity, color=line.get_color(), linestyle=":", linewidth=1)
-        ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_yscale("log")
-        ax.set_xlabel("sparsity (fraction of weights removed)")
-        ax.set_ylabel("latency ratio to the dense baseline (log scale)")
-        dt = "" if dtype in (None, "float32") else f" {dtype}"
-        ax.set_title(f"{model} on {device}{dt}, batch {batch} x seq {seq}: below 1.0 = faster than its dense baseline", fontsize=9)
-        ax.legend(fontsize=8)
-        ax.grid(True, which="both", alpha=0.3)
-        fig.tight_layout()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"breakeven-{_slug(str(model))}-{device}{_slug(dt)}-b{batch}s{seq}.png"
-        fig.savefig(path)
-        written.append(path)
-    return written
+def break_even_section(df: pd.DataFrame, plots: tuple[str, ...] = ()) -> list[str]:
+    """Break-even sparsity per sweep as a table, the size table, and links to the ratio-vs-sparsity ``plots``
+    (paths relative to the run directory, written by ``plots.plot_break_even``)."""
+    sweeps = break_even(df)
+    if not sweeps:
+        return []
+    sizes = size_table(df)
+    if len(sizes):
+        sizes = ["On-disk size of each runtime's own artifact (CSR/BSR tensors as torch.save writes them, the ONNX file, "
+                 "...) over the dense fp32 safetensors of the model, raw (gzip):", "", sizes.to_markdown(index=False), ""]
+    else:
+        sizes = []
+    lines = ["## Break-even sparsity", "",
+             "Where each runtime's latency ratio to its dense baseline crosses 1.0, linearly interpolated between "
+             "the two bracketing sparsities of the sweep; \"pays with confidence\" uses the upper bound of the 95% CI "
+             "instead of the median. A crossing is reported only where the 95% CIs show the ratio on both sides of "
+             "1.0 (a point wholly above, a later one wholly below); otherwise \"no measurable crossing\".", "",
+             pd.DataFrame([s.row() for s in sweeps]).to_markdown(index=False), "", *sizes]
+    if plots:
+        lines += [f"![{PurePosixPath(p).stem}]({p})" for p in plots] + [""]
+    return lines

@@ -8,30 +8,27 @@ cosine of mean-pooled embeddings to the dense fp32 model), a Pareto plot (speedu
 one-sentence verdict computed from the rows: the fastest row whose task figure (recall@1 on the
 built-in corpus) drops by at most ``TASK_DROP`` vs dense fp32 — or, for random-init models that have no
 task figure, whose cosine is at least ``QUALITY_FLOOR`` — and where the fastest pruned row at that
-quality stands. Pure functions of the records' DataFrame; :func:`section` also writes the plot when
-given a run directory.
+quality stands. Pure functions of the records' DataFrame; the plot is ``plots.alternatives_plot`` (written
+by the report's caller).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
-from .quality_report import delta_cell, task_figure
+from .quality import delta_cell, task_figure
 
-__all__ = ["BASELINE", "QUALITY_FLOOR", "TASK_DROP", "alternatives_plot", "rows", "section", "table", "verdict"]
+__all__ = ["BASELINE", "PLOT", "QUALITY_FLOOR", "TASK_DROP", "rows", "section", "table", "verdict"]
 
-log = logging.getLogger("bench.alternatives")
+log = logging.getLogger("bench.report.alternatives")
 
 BASELINE = ("torch-dense", "float32")  # the one baseline every row of the section is timed against
 QUALITY_FLOOR = 0.99  # cosine to dense fp32 for the verdict's "at a quality you can still ship"
 TASK_DROP = 0.02  # largest paired drop of the task figure vs dense fp32 for the verdict (2 points)
-PLOT = "alternatives_pareto.png"
+PLOT = "alternatives_pareto.png"  # the section's plot, under the run's plots/
 
 
 def _num(x) -> bool:
@@ -118,52 +115,9 @@ def verdict(d: pd.DataFrame, floor: float = QUALITY_FLOOR) -> str:
     return head + " — a pruned variant."
 
 
-def alternatives_plot(d: pd.DataFrame) -> Figure | None:
-    """Speedup vs quality (the task figure where the rows have one, else cosine to dense) for every measured
-    row, pruned and not, with the Pareto front and the verdict's quality bar drawn."""
-    tf = task_figure(d[d["status"] == "ok"]) if len(d) else None
-    ycol, ylabel = (tf[0], f"quality: {tf[2]} on the held-out split") if tf else ("quality_cosine", "quality: mean cosine to dense fp32")
-    ok = d[(d["status"] == "ok") & d["speedup"].notna() & pd.to_numeric(d.get(ycol), errors="coerce").notna()]
-    if ok.empty:
-        return None
-    fig = Figure(figsize=(9, 5), layout="constrained")
-    ax = fig.subplots()
-    for i, (rt, g) in enumerate(ok.groupby(["runtime", "dtype"], sort=True)):
-        pruned = g["method"] != "dense"
-        color = f"C{i % 10}"
-        if (~pruned).any():
-            ax.scatter(g.loc[~pruned, "speedup"], g.loc[~pruned, ycol], color=color, marker="*", s=90,
-                       label=f"{rt[0]} · {rt[1]} (dense)", zorder=3)
-        if pruned.any():
-            ax.scatter(g.loc[pruned, "speedup"], g.loc[pruned, ycol], color=color, marker="o", zorder=3,
-                       label=f"{rt[0]} · {rt[1]} (pruned)")
-        for _, r in g[pruned].iterrows():
-            ax.annotate(str(r["recipe"]), (r["speedup"], r[ycol]), textcoords="offset points", xytext=(4, 3), fontsize=6)
-    x, y = ok["speedup"].to_numpy(float), ok[ycol].to_numpy(float)
-    order = np.argsort(-x, kind="stable")
-    keep, best = [], -np.inf
-    for i in order:  # not beaten on both speed and quality
-        if y[i] > best:
-            keep.append(i)
-            best = y[i]
-    keep = keep[::-1]
-    ax.step(x[keep], y[keep], where="post", color="grey", lw=1, ls=":", label="Pareto front")
-    ax.axvline(1.0, color="black", ls="--", lw=1)
-    if tf:
-        dense = float((pd.to_numeric(ok[tf[0]]) + pd.to_numeric(ok[tf[1]], errors="coerce")).median())
-        ax.axhline(dense - TASK_DROP, color="grey", ls="--", lw=0.8, label=f"dense fp32 − {TASK_DROP * 100:g} points")
-    else:
-        ax.axhline(QUALITY_FLOOR, color="grey", ls="--", lw=0.8, label=f"cosine {QUALITY_FLOOR}")
-    ax.set(xlabel="speedup vs dense fp32 torch eager (1 / latency ratio)", ylabel=ylabel,
-           title="Pruning and its alternatives on this machine")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    return fig
-
-
-def section(df: pd.DataFrame, run_dir: Path | None = None) -> list[str]:
-    """The report section's markdown lines (none when the run has no alternatives rows); writes the Pareto plot
-    to ``run_dir/plots`` when ``run_dir`` is given."""
+def section(df: pd.DataFrame, plot: str | None = None) -> list[str]:
+    """The report section's markdown lines (none when the run has no alternatives rows), linking ``plot`` (the
+    Pareto plot's path relative to the run directory) when given."""
     d = rows(df)
     if d.empty:
         return []
@@ -179,13 +133,6 @@ def section(df: pd.DataFrame, run_dir: Path | None = None) -> list[str]:
         lines += ["Not measured here:", ""]
         lines += [f"- {r['label']}: {r['status']}: {_why(r)}" for r in skipped.to_dict("records")]
         lines.append("")
-    if run_dir is not None:
-        fig = alternatives_plot(d)
-        path = Path(run_dir) / "plots" / PLOT
-        if fig is None:
-            path.unlink(missing_ok=True)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, dpi=100)
-            lines += [f"![Pruning and its alternatives: speedup vs quality](plots/{PLOT})", ""]
+    if plot:
+        lines += [f"![Pruning and its alternatives: speedup vs quality]({plot})", ""]
     return lines

@@ -19,10 +19,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .merge import MergeResult
 
 __all__ = ["RayExecutorError", "run_on_ray", "shard_resources"]
 
-log = logging.getLogger("bench.ray_executor")
+log = logging.getLogger("bench.launch.ray_executor")
 
 _FILES = ("records.jsonl", "records.jsonl.partial", "plan.json", "env.json", "run.json", "benchmark.json",
           "report.md", "command.txt")
@@ -53,12 +57,18 @@ def _run_shard(plan: dict, info: dict) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_on_ray(plan, out: Path, info: dict, command: str | None = None) -> int:
-    """Submit one task per non-empty shard, wait for all, merge into ``out``; the exit code of a run."""
+def _log(message: str, error: bool = False) -> None:
+    (log.warning if error else log.info)(message)
+
+
+def run_on_ray(plan, out: Path, info: dict, command: str | None = None,
+               progress: Callable[..., None] = _log) -> MergeResult | None:
+    """Submit one task per non-empty shard, wait for all, merge into ``out``: the merged run, or None when no
+    shard finished. Each shard's outcome is passed to ``progress(message, error=False)`` as it arrives (the
+    command prints it; by default it is logged)."""
     import ray
 
     from .merge import merge_runs
-    from .report import summary_table
     from .shard import format_shard
 
     n = info["shards"]
@@ -79,7 +89,7 @@ def run_on_ray(plan, out: Path, info: dict, command: str | None = None) -> int:
         shard_info.update(shard=format_shard((i, n)), run_id=f"{info['run_id']}-{i}of{n}")
         ref = task.options(**shard_resources(cases)).remote(plan.to_dict(), shard_info)
         pending[ref] = i
-    print(f"prunebench: {len(plan.cases)} cases in {len(pending)} Ray tasks ({n} shards) -> {out}", flush=True)
+    progress(f"{len(plan.cases)} cases in {len(pending)} Ray tasks ({n} shards) -> {out}")
     dirs = []
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
@@ -87,8 +97,7 @@ def run_on_ray(plan, out: Path, info: dict, command: str | None = None) -> int:
         try:
             res = ray.get(done[0])
         except Exception as exc:  # the task or its worker died: its cases stay missing, the run goes on
-            print(f"prunebench: shard {i}/{n} failed in Ray: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}",
-                  file=sys.stderr, flush=True)
+            progress(f"shard {i}/{n} failed in Ray: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}", error=True)
             continue
         d = out / "shards" / f"{i}-of-{n}"
         d.mkdir(parents=True, exist_ok=True)
@@ -98,18 +107,10 @@ def run_on_ray(plan, out: Path, info: dict, command: str | None = None) -> int:
         if finished:
             dirs.append(d)
         state = "done" if finished and res["returncode"] in (0, 1) else f"exit {res['returncode']}: {res['stderr']}"
-        print(f"prunebench: shard {res['shard']} {state}", flush=True)
+        progress(f"shard {res['shard']} {state}")
     if not dirs:
-        print("prunebench: no shard finished", file=sys.stderr)
-        return 1
+        return None
     dirs.sort()
     for stale in ("plan.json", "run.json"):  # merge writes the run's own
         (out / stale).unlink(missing_ok=True)
-    result = merge_runs(out, dirs, command=command)
-    print()
-    print(summary_table(result.records))
-    print(f"\nreport: {result.report}")
-    if result.missing:
-        print(f"prunebench: {len(result.missing)} planned cases have no record (e.g. {result.missing[0]})", file=sys.stderr)
-    bad = [r for r in result.records if r["status"] not in ("ok", "skipped")]
-    return 1 if bad or result.missing else 0
+    return merge_runs(out, dirs, command=command)

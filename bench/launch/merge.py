@@ -2,7 +2,7 @@
 
 Refuses (MergeError, exit 2) what would make one table out of figures that are not one run: shards
 of different plans, the same shard twice, shards of different splits, a case recorded by two
-shards, or environments that differ in a key that changes what a figure means (bench/fingerprint.py
+shards, or environments that differ in a key that changes what a figure means (bench/env.py
 ``ENV_KEYS``; ``cpu`` only counts when the plan has CPU cases and ``gpu`` only when it has CUDA cases).
 Writes records.jsonl (every line of every shard, history included), plan.json, env.json, run.json,
 benchmark.json (pytest-benchmark's ``benchmarks`` lists joined) and report.md.
@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fingerprint import ENV_KEYS
+from ..env import ENV_KEYS
 
 __all__ = ["MergeError", "MergeResult", "carry_benchmarks", "merge_runs", "previous_benchmarks", "relevant_env_keys"]
 
-log = logging.getLogger("bench.merge")
+log = logging.getLogger("bench.launch.merge")
 
 
 class MergeError(ValueError):
@@ -59,14 +57,10 @@ def _first_difference(a: dict, b: dict) -> str:
     return "?"
 
 
-def merge_runs(out: Path, shard_dirs: list[Path], *, allow_mixed_env: bool = False, command: str | None = None) -> MergeResult:
-    """Merge ``shard_dirs`` into the new run directory ``out`` and write its report."""
-    from .records import read_records
-
-    out = Path(out)
-    if not shard_dirs:
+def _check_dirs(out: Path, dirs: list[Path]) -> None:
+    """Each shard directory once, existing, finished, and not ``out``; ``out`` holds no run yet."""
+    if not dirs:
         raise MergeError("no shard directories given; pass the run directories of the shards after OUT_DIR")
-    dirs = [Path(d) for d in shard_dirs]
     if len({d.resolve() for d in dirs}) != len(dirs):
         raise MergeError("a shard directory is given twice; pass each shard's run directory once")
     for d in dirs:
@@ -80,7 +74,10 @@ def merge_runs(out: Path, shard_dirs: list[Path], *, allow_mixed_env: bool = Fal
     if (out / "records.jsonl").exists():
         raise MergeError(f"{out} already holds a run (records.jsonl); merge into a new directory")
 
-    raw = [_json(d / "plan.json", "plan") for d in dirs]  # compared as written, before importing torch
+
+def _one_plan(dirs: list[Path]) -> dict:
+    """The plan every shard ran (compared as written, before importing torch)."""
+    raw = [_json(d / "plan.json", "plan") for d in dirs]
     for d, p in zip(dirs, raw):
         if not isinstance(p, dict) or not isinstance(p.get("cases"), list):
             raise MergeError(f"{d}/plan.json is not a plan written by `prunebench run`; re-run that shard")
@@ -88,11 +85,13 @@ def merge_runs(out: Path, shard_dirs: list[Path], *, allow_mixed_env: bool = Fal
         if p != raw[0]:
             key = _first_difference(raw[0], p)
             raise MergeError(f"{d} ran a different plan than {dirs[0]} (they differ in {key!r}); merge only shards of one plan")
+    return raw[0]
 
-    infos = [_json(d / "run.json", "run metadata") if (d / "run.json").is_file() else {} for d in dirs]
+
+def _one_split(dirs: list[Path], infos: list[dict]) -> list[str | None]:
+    """The shards' ``i/N`` specs: of one split, each shard once."""
     specs = [i.get("shard") for i in infos]
-    counts = {s.split("/")[1] for s in specs if s}
-    if len(counts) > 1:
+    if len({s.split("/")[1] for s in specs if s}) > 1:
         raise MergeError(f"the shards come from different splits ({', '.join(sorted(s for s in specs if s))}); "
                          "merge the shards of one --shard i/N split")
     seen: dict[str, Path] = {}
@@ -101,9 +100,13 @@ def merge_runs(out: Path, shard_dirs: list[Path], *, allow_mixed_env: bool = Fal
             raise MergeError(f"{seen[s]} and {d} are both shard {s}; pass each shard once")
         if s:
             seen[s] = d
+    return specs
 
-    envs = [_json(d / "env.json", "environment") for d in dirs]
-    keys = relevant_env_keys({c.get("device") for c in raw[0]["cases"] if isinstance(c, dict)})
+
+def _mixed_env(dirs: list[Path], envs: list[dict], plan: dict, allow_mixed_env: bool) -> dict:
+    """The environment keys (those that matter for the plan's devices) on which the shards differ, key ->
+    values per shard; refused unless ``allow_mixed_env``."""
+    keys = relevant_env_keys({c.get("device") for c in plan["cases"] if isinstance(c, dict)})
     mixed = {}
     for k in keys:
         values = [e.get(k) for e in envs]
@@ -114,6 +117,13 @@ def merge_runs(out: Path, shard_dirs: list[Path], *, allow_mixed_env: bool = Fal
         other = next(i for i, v in enumerate(values) if v != values[0])
         raise MergeError(f"{dirs[other]} ran with {k} {values[other]!r} but {dirs[0]} with {values[0]!r}: their figures "
                          "are not one run; merge shards from matching machines, or pass --allow-mixed-env")
+    return mixed
+
+
+def _records(dirs: list[Path], planned: list[str]) -> list[dict]:
+    """Every line of every shard (history included), in plan order; a case recorded by two shards, or one
+    not in the plan, is refused."""
+    from ..records import read_records
 
     lines: list[dict] = []
     owner: dict[str, Path] = {}
@@ -124,26 +134,33 @@ def merge_runs(out: Path, shard_dirs: list[Path], *, allow_mixed_env: bool = Fal
                                  "merge disjoint shards (resume one run instead of running a case twice)")
             owner[r["case_id"]] = d
         lines += read_records(d / "records.jsonl", latest=False)
-
-    from .plan import Plan
-    from .report import write_report
-
-    plan = Plan.load_json(dirs[0] / "plan.json")
-    planned = {c.case_id for c in plan.cases}
-    stray = sorted(set(owner) - planned)
+    stray = sorted(set(owner) - set(planned))
     if stray:
         raise MergeError(f"{owner[stray[0]]} records case {stray[0]}, which is not in its plan; re-run that shard")
+    order = {cid: i for i, cid in enumerate(planned)}
+    return sorted(lines, key=lambda r: order.get(r["case_id"], len(order)))  # stable: a case's history stays in order
 
-    order = {c.case_id: i for i, c in enumerate(plan.cases)}
-    lines.sort(key=lambda r: order.get(r["case_id"], len(order)))  # plan order; a case's history stays in order
+
+def merge_runs(out: Path, shard_dirs: list[Path], *, allow_mixed_env: bool = False, command: str | None = None) -> MergeResult:
+    """Merge ``shard_dirs`` into the new run directory ``out`` and write its report."""
+    from ..plan import Plan
+    from ..records import new_run_id, read_records
+    from ..report import write_report
+
+    out, dirs = Path(out), [Path(d) for d in shard_dirs]
+    _check_dirs(out, dirs)
+    raw = _one_plan(dirs)
+    infos = [_json(d / "run.json", "run metadata") if (d / "run.json").is_file() else {} for d in dirs]
+    specs = _one_split(dirs, infos)
+    envs = [_json(d / "env.json", "environment") for d in dirs]
+    mixed = _mixed_env(dirs, envs, raw, allow_mixed_env)
+    plan = Plan.load_json(dirs[0] / "plan.json")
+    lines = _records(dirs, [c.case_id for c in plan.cases])
+
     out.mkdir(parents=True, exist_ok=True)
     plan.save(out / "plan.json")
-    env = dict(envs[0])
-    if mixed:
-        env["mixed"] = mixed
-    (out / "env.json").write_text(json.dumps(env, indent=1))
-    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
-    (out / "run.json").write_text(json.dumps({"run_id": run_id, "merged_from": [str(d) for d in dirs],
+    (out / "env.json").write_text(json.dumps({**envs[0], **({"mixed": mixed} if mixed else {})}, indent=1))
+    (out / "run.json").write_text(json.dumps({"run_id": new_run_id(), "merged_from": [str(d) for d in dirs],
                                               "shards": specs, "run_ids": [i.get("run_id") for i in infos]}, indent=1))
     bench = _merge_benchmarks([d / "benchmark.json" for d in dirs])
     if bench is not None:
@@ -155,7 +172,7 @@ def merge_runs(out: Path, shard_dirs: list[Path], *, allow_mixed_env: bool = Fal
             fh.write(json.dumps(r, default=str) + "\n")
     report = write_report(out, command)
     latest = read_records(out / "records.jsonl")
-    missing = sorted(planned - {r["case_id"] for r in latest})
+    missing = sorted({c.case_id for c in plan.cases} - {r["case_id"] for r in latest})
     return MergeResult(latest, missing, report)
 
 
