@@ -6,7 +6,7 @@ metric's floor is on its paired change vs dense (variant - dense on the same hel
 method (with its importance and recovery) :func:`search` bisects the sparsity on quality alone — no
 timing — assuming quality falls as sparsity rises; the variants found are then timed per runtime by
 the ordinary run machinery (``prunebench frontier``: bench/commands.py), and the report says what pruning
-buys at equal quality (``bench.report.structured.frontier_section``, ``bench.report.plots.frontier_plot``).
+buys at equal quality (``bench.report.structured.frontier_section``, ``bench.report.section_plots.frontier_plot``).
 Only sparsities actually measured are reported; a method that fails the floor at its lowest tried sparsity
 has no frontier point.
 """

@@ -103,7 +103,8 @@ def render(rows: list[dict], command: str) -> str:
 def _write_report(rows: list[dict], out: Path, command: str) -> None:
     """report.md (and plots/distill_loss.png when a recipe was distilled) under ``out``."""
     from bench.report import frame
-    from bench.report.plots import DISTILL_PLOT, distill_plot, save
+    from bench.report.plots import save
+    from bench.report.section_plots import DISTILL_PLOT, distill_plot
 
     text = render(rows, command)
     if save(distill_plot(frame(rows)), out / "plots" / DISTILL_PLOT) is not None:

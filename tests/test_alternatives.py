@@ -349,7 +349,8 @@ def _row(recipe, runtime, dtype, ratio, cosine, status="ok", reason=None):
 def test_alternatives_section_sorts_by_speed_and_states_a_verdict_from_the_rows(tmp_path):
     from bench.report import frame
     from bench.report.alternatives import PLOT, rows, section
-    from bench.report.plots import alternatives_plot, save
+    from bench.report.plots import save
+    from bench.report.section_plots import alternatives_plot
 
     recs = [_row("dense@0.00", "torch-dense", "float32", 1.0, 1.0),
             _row("dense@0.00", "torch-int8", "float32", 0.6, 0.97),
@@ -410,7 +411,8 @@ def test_alternatives_verdict_uses_the_task_drop_where_rows_have_one(tmp_path):
     shows the change with its CI."""
     from bench.report import frame
     from bench.report.alternatives import PLOT, rows, section
-    from bench.report.plots import alternatives_plot, save
+    from bench.report.plots import save
+    from bench.report.section_plots import alternatives_plot
 
     def task(row, r1, drop):
         return {**row, "quality_r1": r1, "quality_r1_drop": drop, "quality_r1_drop_lo": drop - 0.02,

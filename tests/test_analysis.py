@@ -7,7 +7,7 @@ import pytest
 
 from bench.report import render, write_report
 from bench.report.analysis import break_even, crossing
-from bench.report.plots import plot_break_even
+from bench.report.section_plots import plot_break_even
 
 
 def test_crossing_interpolates_linearly_between_the_bracketing_points():

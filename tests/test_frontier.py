@@ -79,7 +79,7 @@ def test_recovery_section_puts_unrecovered_and_recovered_side_by_side_without_na
 
 def test_distillation_loss_plot_is_drawn_and_linked_only_when_a_variant_was_distilled(tmp_path):
     from bench.report import frame
-    from bench.report.plots import DISTILL_PLOT, distill_plot
+    from bench.report.section_plots import DISTILL_PLOT, distill_plot
     from bench.report.structured import recovery_section
 
     base = {"status": "ok", "pattern": "heads+ffn", "runtime": "torch-dense", "sparsity_target": 0.5, "latency_ratio": 0.5,

@@ -8,7 +8,7 @@ cosine of mean-pooled embeddings to the dense fp32 model), a Pareto plot (speedu
 one-sentence verdict computed from the rows: the fastest row whose task figure (recall@1 on the
 built-in corpus) drops by at most ``TASK_DROP`` vs dense fp32 — or, for random-init models that have no
 task figure, whose cosine is at least ``QUALITY_FLOOR`` — and where the fastest pruned row at that
-quality stands. Pure functions of the records' DataFrame; the plot is ``plots.alternatives_plot`` (written
+quality stands. Pure functions of the records' DataFrame; the plot is ``section_plots.alternatives_plot`` (written
 by the report's caller).
 """
 

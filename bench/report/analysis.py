@@ -162,7 +162,7 @@ def size_table(records: pd.DataFrame | list[dict]) -> pd.DataFrame:
 
 def break_even_section(df: pd.DataFrame, plots: tuple[str, ...] = ()) -> list[str]:
     """Break-even sparsity per sweep as a table, the size table, and links to the ratio-vs-sparsity ``plots``
-    (paths relative to the run directory, written by ``plots.plot_break_even``)."""
+    (paths relative to the run directory, written by ``section_plots.plot_break_even``)."""
     sweeps = break_even(df)
     if not sweeps:
         return []

@@ -22,7 +22,8 @@ from .alternatives import section as alternatives_section
 from .analysis import break_even, break_even_section
 from .cells import ci_cell, fmt, latency_verdict, ratio_word
 from .claim import CLAIM, claim_lines
-from .plots import DISTILL_PLOT, alternatives_plot, distill_plot, frontier_plot, plot_break_even, save, write_plots
+from .plots import save, write_plots
+from .section_plots import DISTILL_PLOT, alternatives_plot, distill_plot, frontier_plot, plot_break_even
 from .quality import quality_columns, quality_verdict
 from .structured import frontier_section, recovery_section, structured_section
 
