@@ -22,21 +22,17 @@ import sys
 import time
 from pathlib import Path
 
+from bench.report.cells import fmt
+from bench.report.quality import delta_cell
+
 __all__ = ["main", "study"]
 
 log = logging.getLogger("bench.study")
 
 
 def _fmt(x, spec: str = ".3f") -> str:
-    return "–" if x is None else format(x, spec)
-
-
-def _cell(row: dict, value: str, drop: str) -> str:
-    if row.get(value) is None:
-        return "–"
-    d = row.get(drop)
-    ci = f" [{-row[drop + '_hi']:+.3f}, {-row[drop + '_lo']:+.3f}]" if d is not None and row.get(drop + "_lo") is not None else ""
-    return f"{row[value]:.3f} ({-d:+.3f}{ci})" if d is not None else f"{row[value]:.3f}"
+    """A figure at three decimals (the study's default), "–" when absent: ``bench.report.cells.fmt``."""
+    return fmt(x, spec)
 
 
 def study(plan, out: Path, ridge_grid: tuple[float, ...] | None = None, select: str | None = None) -> list[dict]:
@@ -95,8 +91,8 @@ def render(rows: list[dict], command: str) -> str:
         ridge = "lstsq" in str(r.get("recover", "")) and r.get("fit", "ridge") == "ridge"
         grid = ",".join(f"{g:g}" for g in r["ridge_grid"]) if ridge else "–"
         lines.append(f"| {r['recipe']} | {r['status'] if r['status'] == 'ok' else r['error']} | {_fmt(r.get('quality_cosine'))} | "
-                     f"{_cell(r, 'quality_r1', 'quality_r1_drop')} | {_cell(r, 'quality_probe_acc', 'quality_probe_drop')} | "
-                     f"{_cell(r, 'quality_knn_acc', 'quality_knn_drop')} | {_fmt(r.get('build_seconds'), '.0f')} | {dist} | {grid} |")
+                     f"{delta_cell(r, 'quality_r1', 'quality_r1_drop')} | {delta_cell(r, 'quality_probe_acc', 'quality_probe_drop')} | "
+                     f"{delta_cell(r, 'quality_knn_acc', 'quality_knn_drop')} | {_fmt(r.get('build_seconds'), '.0f')} | {dist} | {grid} |")
     return "\n".join(lines) + "\n"
 
 
