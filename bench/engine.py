@@ -8,26 +8,22 @@ import os
 import shutil
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from pruning import PruneRecipe, scope_params
-from pruning.unstructured import sparsity_of
+from pruning import PruneRecipe
 
-from .env import environment
+from . import steps
 from .measure.flops import macs
-from .measure.latency import Latency, measure_paired
 from .measure.memory import MemoryMeter
 from .measure.quality import MAX_LEN, EvalTask, QualityMeter, QualityResult, corpus_task, file_task
-from .measure.size import measure_size, save_safetensors
+from .measure.size import Size, measure_size, save_safetensors
 from .plan import Case, Plan
 from .records import Record
 from .runtimes import Runner, Variant, get_runtime
-from .runtimes.base import equality_gate
 from .variants import ServedEncoder, build_runner, get_model, unavailable
 
 __all__ = ["EqualityError", "Session"]
@@ -78,6 +74,16 @@ def _timed(phases: dict[str, float], name: str, fn):
         return fn()
 
 
+def _now(fn) -> Future:
+    """``fn()`` run in this thread, its result or exception held in a Future (like the pool's)."""
+    future: Future = Future()
+    try:
+        future.set_result(fn())
+    except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
+        future.set_exception(exc)
+    return future
+
+
 class Session:
     """Everything shared by the cases of one run."""
 
@@ -100,7 +106,7 @@ class Session:
         self._quality = QualityMeter()  # embeddings per (model, recipe, dtype), computed once per run
         self._task: EvalTask | None = None
         self._dense_macs: dict[tuple, int] = {}
-        self._memory = MemoryMeter(case_timeout_s)  # each baseline measured twice, cached
+        self.memory_meter = MemoryMeter(case_timeout_s)  # each baseline measured twice, cached
         self._dense_bytes: dict[str, int] = {}
 
     def close(self) -> None:
@@ -122,7 +128,8 @@ class Session:
             self._baselines[base.case_id] = build_runner(base, self.workdir(base))
         return self._baselines[base.case_id]
 
-    def _baseline_size(self, case: Case):
+    def baseline_size(self, case: Case) -> Size:
+        """The baseline artifact's size, measured once per baseline case."""
         base = case.baseline
         if base.case_id not in self._base_size:
             self._base_size[base.case_id] = measure_size(self.baseline(case).artifact)
@@ -202,116 +209,63 @@ class Session:
         optional package), or None."""
         return unavailable(case)
 
-    # -- one case ---------------------------------------------------------------------------
+    # -- one case: the steps in order (bench/steps.py), the record assembled from their results ----
     def describe(self, case: Case, rec: Record) -> None:
-        """Fill the fields known before anything runs."""
-        spec = case.recipe.spec
-        rec.run_id, rec.case_id = self.run_id, case.case_id
-        rec.model, rec.runtime, rec.device, rec.dtype = case.model_label, case.runtime, case.device, case.dtype
-        rec.batch, rec.seq_len, rec.threads = case.batch, case.seq_len, case.threads
-        rec.method, rec.pattern, rec.norm, rec.allocation = case.recipe.method, spec.pattern, case.recipe.norm, case.recipe.allocation
-        rec.scope = case.recipe.scope if spec.scoped else None
-        rec.recipe, rec.sparsity_target = case.recipe.label, case.recipe.sparsity
-        rec.importance, rec.recovery_method = case.recipe.importance, case.recipe.recover
-        rec.baseline = case.baseline.case_id
-        rec.baseline_runtime, rec.baseline_dtype = case.baseline.runtime, case.baseline.dtype
-        rt = get_runtime(case.runtime)
-        rec.tolerance = rt.fp32_tolerance if case.dtype == "float32" and rt.quality_floor is None else None  # else: set in run()
-        rec.quality_floor = rt.quality_floor
-        rec.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        rec.env = environment()
-        from .env import fingerprint
-
-        rec.fingerprint = fingerprint(case, rec.env)
+        """Set the fields known before anything runs (a skipped case's record holds them too)."""
+        rec.add(steps.describe(self.run_id, case))
 
     def run(self, case: Case, rec: Record, benchmark=None) -> None:
-        """Run one case in this process (``bench.launch.isolate.run_isolated`` runs it in a child that calls this)."""
+        """Run one case in this process (``bench.launch.isolate.run_isolated`` runs it in a child that calls this):
+        build → equality → latency → size, memory and quality side by side. Whatever a step raises, the results
+        of the steps before it are in ``rec`` (nothing measured is lost)."""
         from ._faults import inject
 
         inject(case.case_id)
         t0 = time.perf_counter()
         phases: dict[str, float] = {}
-        rec.phase_s = phases
+        parts: list = []
         torch.set_num_threads(case.threads)
-        with _phase(phases, "build"):
-            loaded = get_model(case.model)
-            rec.arch, rec.weights = loaded.arch, loaded.weights
-            rec.quality_meaningful = loaded.weights == "pretrained"
-            runner = build_runner(case, self.workdir(case))
-            from .calibrate import record_fields
+        try:
+            built = _timed(phases, "build", lambda: steps.build(self, case))
+            parts.append(built)
+            gate = _timed(phases, "equality", lambda: steps.equality(self, case, built))  # equality before speed
+            parts.append(gate)
+            if gate.error:
+                raise EqualityError(gate.error)
+            speed = _timed(phases, "latency", lambda: steps.latency(self, case, built, benchmark))
+            parts.append(speed)
+            self.last_samples = speed.latency.variant_s
+            self._untimed(case, built, phases, parts)
+            shutil.rmtree(self.workdir(case), ignore_errors=True)
+        finally:
+            rec.add(*parts, steps.Phases(phases, time.perf_counter() - t0))
 
-            for key, value in record_fields(loaded, case.recipe).items():
-                setattr(rec, key, value)
-            rec.runtime_info = runner.info
-            for key, value in runner.record.items():  # runtime-specific fields, e.g. torch-compile's compile_s
-                setattr(rec, key, value)
-            variant = self.masked(case.model, case.recipe) if runner.model is None else runner.model
-            rec.params = sum(p.numel() for p in variant.parameters())
-            scope = case.recipe.scope if case.recipe.spec.scoped else "linear"
-            if case.recipe.spec.structured:  # the fraction of heads / FFN neurons removed, not of weights
-                from pruning.structured import removed_fraction
-
-                rec.sparsity_actual = round(removed_fraction(variant), 6)
-            else:
-                rec.sparsity_actual = round(sparsity_of(scope_params(variant, scope)), 6)
-            rec.flops_ratio = macs(variant, case.batch, case.seq_len) / self._dense(case)
-            base_runner = self.baseline(case)
-
-        with _phase(phases, "equality"):  # equality before speed
-            ref = self.reference(case)
-            mask = loaded.batch(case.batch, case.seq_len)["attention_mask"]
-            rounding = self.reference_rounding(case) if case.dtype == "float32" else None
-            gate = equality_gate(get_runtime(case.runtime), case.runtime, case.dtype, runner.outputs(), ref, mask, rounding)
-            rec.max_abs_diff, rec.tolerance, rec.gate_cosine = gate.max_abs_diff, gate.tolerance, gate.cosine
-            rec.reference_fp32_rounding = rounding
-        if gate.error:
-            raise EqualityError(gate.error)
-
-        with _phase(phases, "latency"):
-            lat = measure_paired(runner.timed, base_runner.timed, target=self.plan.ci_target, time_cap_s=self.plan.time_cap_s,
-                                 warmup=self.plan.warmup, min_rounds=self.plan.min_rounds, benchmark=benchmark)
-        self._latency(rec, lat)
-
-        # size, memory and quality time nothing: run them side by side (each phase's own seconds are recorded)
+    def _untimed(self, case: Case, built: steps.Built, phases: dict[str, float], parts: list) -> None:
+        """Size, memory and quality time nothing: they run side by side (each phase's own seconds recorded).
+        Each result that succeeded is appended to ``parts``, in that order; then the first error is raised."""
         with ThreadPoolExecutor(max_workers=2) as pool:
-            size_f = pool.submit(_timed, phases, "size", lambda: (measure_size(runner.artifact), self._baseline_size(case)))
-            mem_f = pool.submit(_timed, phases, "memory", lambda: (
-                self._memory.measure(runner, self._memdir(case), case.threads),
-                self._memory.baseline(case.baseline.case_id, base_runner, self._memdir(case.baseline),
-                                      case.baseline.threads))) if self.plan.memory else None
-            if self.plan.quality:
-                with _phase(phases, "quality"):
-                    for name, value in self.quality(case, runner).record_fields().items():
-                        setattr(rec, name, value)
-            size, base_size = size_f.result()
-            rec.size_bytes, rec.size_compressed_bytes = size.raw_bytes, size.compressed_bytes
-            rec.size_ratio = size.raw_bytes / base_size.raw_bytes
-            rec.size_compressed_ratio = size.compressed_bytes / base_size.raw_bytes
-            rec.dense_safetensors_bytes = self._safetensors_bytes(case.model)
-            rec.size_safetensors_ratio = size.raw_bytes / rec.dense_safetensors_bytes
-            if mem_f is not None:
-                mem, (base, rec.mem_aa_ratio) = mem_f.result()
-                rec.peak_mem_mb, rec.peak_mem_floor_mb = round(mem.peak_mb, 1), round(mem.floor_mb, 1)
-                rec.peak_mem_model_mb = round(mem.model_mb, 1)
-                rec.mem_ratio = mem.model_mb / base.model_mb if base.model_mb > 0 else None
-        del runner
-        shutil.rmtree(self.workdir(case), ignore_errors=True)
-        rec.duration_s = round(time.perf_counter() - t0, 2)
-        phases.update({k: round(v, 2) for k, v in phases.items()})
+            done = [pool.submit(_timed, phases, "size", lambda: steps.size(self, case, built))]
+            if self.plan.memory:
+                done.append(pool.submit(_timed, phases, "memory", lambda: steps.memory(self, case, built)))
+            if self.plan.quality:  # in this thread, while the pool works
+                done.append(_now(lambda: _timed(phases, "quality", lambda: self.quality(case, built.runner))))
+            errors = []
+            for future in done:
+                try:
+                    parts.append(future.result())
+                except Exception as exc:  # noqa: BLE001 - re-raised below, once the others are kept
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
 
-    def _latency(self, rec: Record, lat: Latency) -> None:
-        for name, value in lat.record_fields().items():
-            setattr(rec, name, value)
-        self.last_samples = lat.variant_s
-        rec.efficiency = rec.flops_ratio / lat.ratio if rec.flops_ratio else None
-
-    def _dense(self, case: Case) -> int:
+    def dense_macs(self, case: Case) -> int:
+        """MACs of the dense model on the case's batch (every weight counted), cached per shape."""
         key = (case.model, case.batch, case.seq_len)
         if key not in self._dense_macs:
             self._dense_macs[key] = macs(get_model(case.model).model, case.batch, case.seq_len, nonzero=False)
         return self._dense_macs[key]
 
-    def _safetensors_bytes(self, model: str) -> int:
+    def safetensors_bytes(self, model: str) -> int:
         """Bytes of the dense fp32 model saved as safetensors: what every artifact is also compared with."""
         if model not in self._dense_bytes:
             path = save_safetensors(get_model(model).model, self._tmp / f"dense-{len(self._dense_bytes)}.safetensors")
@@ -319,7 +273,7 @@ class Session:
             path.unlink()
         return self._dense_bytes[model]
 
-    def _memdir(self, case: Case) -> Path:
+    def memdir(self, case: Case) -> Path:
         """The memory child's own directory: it writes its artifact while the size of the case's is read."""
         d = self.workdir(case) / "memory"
         d.mkdir(exist_ok=True)

@@ -12,9 +12,9 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["FAILED", "SCHEMA", "STATUSES", "Record", "RecordError", "RecordWriter", "exit_status", "latest_by_case",
+__all__ = ["FAILED", "SCHEMA", "STATUSES", "Part", "Record", "RecordError", "RecordWriter", "exit_status", "latest_by_case",
            "new_run_id", "read_records"]
 
 log = logging.getLogger("bench.records")
@@ -32,6 +32,12 @@ def exit_status(records: list[dict], missing: list[str] | tuple = ()) -> int:
     """A run's exit status: 1 when a case failed (any status in ``FAILED``) or a planned case has no record
     (``missing``), else 0; skipped cases do not fail a run."""
     return 1 if missing or any(r["status"] in FAILED for r in records) else 0
+
+
+class Part(Protocol):
+    """A step's typed result: the Record fields it sets."""
+
+    def record_fields(self) -> dict[str, Any]: ...
 
 
 class RecordError(ValueError):
@@ -169,6 +175,25 @@ class Record:
     def from_dict(cls, d: dict) -> "Record":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def from_parts(cls, *parts: Part, **values: Any) -> "Record":
+        """A record assembled from the typed results of a case's steps (``bench.steps``), after ``values``."""
+        return cls(**values).add(*parts)
+
+    def add(self, *parts: Part) -> "Record":
+        """Set the fields each part reports through ``record_fields()``, in order (a later part's value wins);
+        a name that is not a Record field is an error, so a step cannot write a field no reader knows."""
+        known = {f.name for f in fields(self)}
+        for part in parts:
+            values = part.record_fields()
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise TypeError(f"{type(part).__name__}.record_fields() names {', '.join(unknown)}, not Record fields; "
+                                "add them to bench.records.Record")
+            for name, value in values.items():
+                setattr(self, name, value)
+        return self
 
 
 class RecordWriter:
