@@ -64,6 +64,9 @@ class Record:
     norm: str | None = None
     allocation: str | None = None
     recipe: str | None = None  # the recipe's label, e.g. global-l1[seed]@0.20
+    # the whole recipe as a flat dict (PruneRecipe.to_dict: method, sparsity, shared fields, and the method's
+    # own knobs): a method's new knob shows here without a new Record field
+    recipe_config: dict[str, Any] | None = None
     sparsity_target: float | None = None
     # fraction of the scope's weights that are zero; for structured methods (heads, ffn, heads+ffn, peers)
     # the fraction of heads / FFN neurons removed (heads+ffn: mean of the two);

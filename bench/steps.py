@@ -51,6 +51,7 @@ class CaseInfo:
             "device": case.device, "dtype": case.dtype, "batch": case.batch, "seq_len": case.seq_len,
             "threads": case.threads, "method": recipe.method, "pattern": spec.pattern, "norm": recipe.norm,
             "allocation": recipe.allocation, "scope": recipe.scope if spec.scoped else None, "recipe": recipe.label,
+            "recipe_config": recipe.to_dict(),
             "sparsity_target": recipe.sparsity, "importance": recipe.importance, "recovery_method": recipe.recover,
             "baseline": base.case_id, "baseline_runtime": base.runtime, "baseline_dtype": base.dtype,
             # the fp32 tolerance before the gate runs (a skipped case shows it); the gate's own replaces it

@@ -127,3 +127,8 @@ def test_a_new_knob_lives_in_its_method_module_only(blocky, tiny_models):
     w = scope_params(model, "linear")[0][0].weight
     blocks = (w.reshape(w.shape[0], -1, 4) != 0).any(-1)
     assert ((w.reshape(w.shape[0], -1, 4) != 0).all(-1) == blocks).all()  # whole blocks go
+    from bench import steps
+    from bench.records import Record
+
+    rec = Record.from_parts(steps.describe("test", plan.cases[0]))  # no Record field for the knob: the dict holds it
+    assert rec.recipe == "test-blocky[block4]@0.50" and rec.recipe_config["block"] == 4 and not hasattr(rec, "block")

@@ -52,6 +52,8 @@ def test_the_record_of_a_run_is_its_steps_results(session):
     got = asdict(rec)
     for name in ("case_id", "method", "recipe", "baseline", "tolerance", "fingerprint"):
         assert got[name] == expect[name]
+    assert rec.recipe_config == {"method": "global-l1", "sparsity": 0.5, "scope": "linear", "norm": None,
+                                 "allocation": None, "seed": 0} == case.recipe.to_dict()
     assert rec.sparsity_actual == 0.5 and rec.params > 0 and 0 < rec.flops_ratio <= 1
     assert rec.latency_ratio is not None and rec.efficiency == pytest.approx(rec.flops_ratio / rec.latency_ratio)
     assert rec.size_safetensors_ratio == pytest.approx(rec.size_bytes / rec.dense_safetensors_bytes)
