@@ -4,7 +4,9 @@ Data-aware importance (activation, Fisher, Wanda) and recovery (least squares, d
 model only through a ``Calibration``: a few hundred sequences, tokenized once by the model's own
 tokenizer, padded per batch. The caller picks the text; it must never be the text quality is scored
 on. ``capture`` records what chosen modules receive and return during forwards, ``run_until`` stops
-a forward as soon as a module has run (layer-by-layer work needs only the layers below), and
+a forward as soon as a module has run (layer-by-layer work needs only the layers below),
+``first_layer_inputs`` / ``run_layer`` / ``run_layers`` carry the calibration batches up the encoder
+layer by layer (each layer's inputs stored, so fitting layer i costs one layer's forward, not i), and
 ``mean_pool`` is the sentence embedding every label-free loss compares.
 """
 
@@ -19,8 +21,10 @@ import torch
 from torch import nn
 
 from .registry import RecipeError
+from .targets import layer_stack
 
-__all__ = ["Calibration", "Capture", "StopForward", "capture", "mean_pool", "run_until", "tokens_of"]
+__all__ = ["Calibration", "Capture", "LayerInputs", "StopForward", "capture", "first_layer_inputs", "mean_pool", "run_layer",
+           "run_layers", "run_until", "tokens_of"]
 
 log = logging.getLogger("pruning.calibration")
 
@@ -128,3 +132,51 @@ def run_until(model: nn.Module, batch: dict[str, torch.Tensor], stop_after: nn.M
         pass
     finally:
         h.remove()
+
+
+LayerInputs = list[tuple[tuple, dict]]  # per calibration batch: the (args, kwargs) a layer is called with
+
+
+def first_layer_inputs(model: nn.Module, calibration: Calibration) -> LayerInputs:
+    """What the model's first encoder layer is called with, per calibration batch (the forward stops there)."""
+    first = layer_stack(model)[0]
+    got: LayerInputs = []
+
+    def pre(_mod, args, kwargs):
+        got.append((tuple(a.detach() if torch.is_tensor(a) else a for a in args), dict(kwargs)))
+        raise StopForward
+
+    dev = next(model.parameters()).device
+    h = first.register_forward_pre_hook(pre, with_kwargs=True)
+    try:
+        for b in calibration.batches:
+            try:
+                with torch.no_grad():
+                    model(**{k: v.to(dev) for k, v in b.items()})
+            except StopForward:
+                pass
+    finally:
+        h.remove()
+    return got
+
+
+def run_layer(block: nn.Module, inputs: LayerInputs, watch: dict[str, nn.Module] | None = None) -> tuple[LayerInputs, list[dict]]:
+    """Run one layer on stored inputs: the next layer's inputs, and per batch what ``watch``'s modules got
+    (``name -> (first positional input, output)``)."""
+    nxt: LayerInputs = []
+    seen: list[dict] = []
+    for args, kwargs in inputs:
+        with torch.no_grad(), capture(watch or {}) as got:
+            out = block(*args, **kwargs)
+        hidden = out[0] if isinstance(out, tuple) else out
+        nxt.append(((hidden,) + tuple(args[1:]), kwargs))
+        seen.append({k: (c.inputs[0][0], c.outputs[0]) for k, c in got.items()})
+    return nxt, seen
+
+
+def run_layers(stack: nn.ModuleList, inputs: LayerInputs, pos: int, until: int) -> tuple[LayerInputs, int]:
+    """Run layers ``pos .. until - 1`` of ``stack`` on ``inputs``: the inputs of layer ``until``, and ``until``."""
+    while pos < until:
+        inputs, _ = run_layer(stack[pos], inputs)
+        pos += 1
+    return inputs, pos

@@ -28,7 +28,7 @@ import logging
 import torch
 from torch import nn
 
-from .calibration import Calibration, StopForward, capture, run_until, tokens_of
+from .calibration import Calibration, LayerInputs, capture, first_layer_inputs, run_layer, run_layers, run_until, tokens_of
 from .registry import RecipeError
 from .targets import discover, layer_stack
 
@@ -90,65 +90,17 @@ def _post_norms(model: nn.Module, layer: int, batch: dict[str, torch.Tensor]) ->
     return out
 
 
-Inputs = list[tuple[tuple, dict]]  # per calibration batch: the (args, kwargs) a layer is called with
-
-
-def _layer_inputs(model: nn.Module, calibration: Calibration) -> Inputs:
-    """What the first encoder layer is called with, per calibration batch (the forward stops there)."""
-    first = layer_stack(model)[0]
-    got: Inputs = []
-
-    def pre(_mod, args, kwargs):
-        got.append((tuple(a.detach() if torch.is_tensor(a) else a for a in args), dict(kwargs)))
-        raise StopForward
-
-    dev = next(model.parameters()).device
-    h = first.register_forward_pre_hook(pre, with_kwargs=True)
-    try:
-        for b in calibration.batches:
-            try:
-                with torch.no_grad():
-                    model(**{k: v.to(dev) for k, v in b.items()})
-            except StopForward:
-                pass
-    finally:
-        h.remove()
-    return got
-
-
-def _run_layer(block: nn.Module, inputs: Inputs, watch: dict[str, nn.Module] | None = None) -> tuple[Inputs, list[dict]]:
-    """Run one layer on stored inputs: the next layer's inputs, and per batch what ``watch``'s modules got
-    (``name -> (first positional input, output)``)."""
-    nxt: Inputs = []
-    seen: list[dict] = []
-    for args, kwargs in inputs:
-        with torch.no_grad(), capture(watch or {}) as got:
-            out = block(*args, **kwargs)
-        hidden = out[0] if isinstance(out, tuple) else out
-        nxt.append(((hidden,) + tuple(args[1:]), kwargs))
-        seen.append({k: (c.inputs[0][0], c.outputs[0]) for k, c in got.items()})
-    return nxt, seen
-
-
-def _advance(stack: nn.ModuleList, inputs: Inputs, pos: int, until: int) -> tuple[Inputs, int]:
-    """Run layers ``pos .. until - 1`` of ``stack`` on ``inputs``: the inputs of layer ``until``, and ``until``."""
-    while pos < until:
-        inputs, _ = _run_layer(stack[pos], inputs)
-        pos += 1
-    return inputs, pos
-
-
-def _watch(model: nn.Module, inputs: Inputs, pos: int, layer: int, batch: dict) -> tuple[Inputs, int, list[dict], dict]:
+def _watch(model: nn.Module, inputs: LayerInputs, pos: int, layer: int, batch: dict) -> tuple[LayerInputs, int, list[dict], dict]:
     """Run ``model``'s layers from ``pos`` through ``layer``, watching ``layer``'s post-LayerNorms: the next
     inputs, the next position, per batch what each LayerNorm got, and the LayerNorms."""
     stack = layer_stack(model)
-    inputs, _ = _advance(stack, inputs, pos, layer)
+    inputs, _ = run_layers(stack, inputs, pos, layer)
     norms = _post_norms(model, layer, batch)
-    inputs, seen = _run_layer(stack[layer], inputs, norms)
+    inputs, seen = run_layer(stack[layer], inputs, norms)
     return inputs, layer + 1, seen, norms
 
 
-def _stats(lin: nn.Linear, ln: nn.Module, block: nn.Module, inputs: Inputs, z_dense: list[torch.Tensor],
+def _stats(lin: nn.Linear, ln: nn.Module, block: nn.Module, inputs: LayerInputs, z_dense: list[torch.Tensor],
            masks: list[torch.Tensor], kept: torch.Tensor, group: int, fit: str) -> dict:
     """Accumulate the normal equations of one projection's fit over the calibration batches: the
     student layer runs on its own inputs; ``z_dense`` is the dense pre-LayerNorm sum to match."""
@@ -156,7 +108,7 @@ def _stats(lin: nn.Linear, ln: nn.Module, block: nn.Module, inputs: Inputs, z_de
     w = lin.weight.detach().double()[:, kept.to(dev)]
     bias = lin.bias.detach().double() if lin.bias is not None else torch.zeros(lin.out_features, dtype=torch.float64, device=dev)
     groups = len(kept) // group
-    _, seen = _run_layer(block, inputs, {"lin": lin, "ln": ln})
+    _, seen = run_layer(block, inputs, {"lin": lin, "ln": ln})
     s: dict = {"tt": 0.0, "zz": 0.0, "err0": 0.0, "tt_v": 0.0}
     held_out = fit == "ridge" and len(seen) >= VALIDATION_EVERY
     for i, (got, zd_full, m) in enumerate(zip(seen, z_dense, masks)):
@@ -260,13 +212,13 @@ def lstsq(student: nn.Module, dense: nn.Module, calibration: Calibration, fit: s
     dev = next(student.parameters()).device
     masks = [b["attention_mask"].to(dev) for b in calibration.batches]
     first = calibration.batches[0]
-    s_in, d_in = _layer_inputs(student, calibration), _layer_inputs(dense, calibration)
+    s_in, d_in = first_layer_inputs(student, calibration), first_layer_inputs(dense, calibration)
     s_pos = d_pos = 0
     for pos, layer in enumerate(kept):
         # a kept layer's FFN output stands in for the dense model's output of the last layer before the
         # next kept one (the removed layers' work is folded into it)
         top = (kept[pos + 1] - 1) if pos + 1 < len(kept) else n - 1
-        s_in, s_pos = _advance(stack_s, s_in, s_pos, layer)
+        s_in, s_pos = run_layers(stack_s, s_in, s_pos, layer)
         d_in, d_pos, seen, _ = _watch(dense, d_in, d_pos, layer, first)
         z_att = [x["att"][0] for x in seen]
         z_ffn = [x["ffn"][0] for x in seen]
@@ -284,7 +236,7 @@ def lstsq(student: nn.Module, dense: nn.Module, calibration: Calibration, fit: s
             errors.append(err)
             if sc is not None:
                 scales.append(sc)
-        s_in, _ = _run_layer(stack_s[layer], s_in)
+        s_in, _ = run_layer(stack_s[layer], s_in)
         s_pos += 1
     return errors, scales
 

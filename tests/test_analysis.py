@@ -65,6 +65,29 @@ def test_break_even_separates_runtimes_and_shapes_and_ignores_dense_failed_and_s
     assert 0.95 not in got[("torch-csr", 8)].sparsities
 
 
+def test_sweeps_differing_only_in_importance_or_recovery_are_separate_curves():
+    def sweep(**extra):
+        return [{**_rec("torch-dense", s, r, method="heads+ffn", pattern="structured"), **extra}
+                for s, r in [(0.3, 0.9), (0.5, 0.7)]]
+
+    recs = sweep(importance="magnitude", recovery_method="none") + sweep(importance="fisher", recovery_method="none")
+    recs += sweep(importance="fisher", recovery_method="lstsq", recovery_fit="ridge")
+    got = {b.label: b for b in break_even(recs)}
+    assert set(got) == {"torch-dense · heads+ffn[magnitude]", "torch-dense · heads+ffn[fisher]",
+                        "torch-dense · heads+ffn[fisher,lstsq,ridge]"}
+    assert all(b.sparsities == (0.3, 0.5) for b in got.values())  # no curve took another's points
+    assert {b.row()["method"] for b in got.values()} == {"heads+ffn[magnitude]", "heads+ffn[fisher]", "heads+ffn[fisher,lstsq,ridge]"}
+
+
+def test_records_from_before_importance_and_recovery_existed_still_make_one_sweep():
+    old = [_rec("torch-csr", 0.5, 3.0), _rec("torch-csr", 0.8, 1.4)]  # no importance / recovery fields at all
+    (b,) = break_even(old)
+    assert b.sparsities == (0.5, 0.8) and b.label == "torch-csr · global-l1" and b.key.get("importance") is None
+    new = [{**_rec("torch-csr", 0.9, 0.8), "importance": None, "recovery_method": "none", "recovery_fit": None}]
+    (b,) = break_even(old + new)  # a resumed run's newer records join the older ones' curve
+    assert b.sparsities == (0.5, 0.8, 0.9) and b.row()["method"] == "global-l1"
+
+
 def test_break_even_keeps_a_single_fixed_sparsity_nm_point():
     (b,) = break_even([_rec("torch-semi24", 0.5, 0.7, method="2:4", pattern="n:m")])
     assert b.median.describe(0.5, 0.5) == "≤ 0.50 (already below 1.0 at 0.50)"

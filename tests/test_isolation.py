@@ -113,7 +113,11 @@ def test_isolated_run_records_a_raise_and_a_segfault_and_goes_on(tmp_path, plan_
     assert ok["arch"] == "bert"  # measured by the child, written by the parent
     bench = json.loads((out / "benchmark.json").read_text())
     assert [b["param"] for b in bench["benchmarks"]] == [DENSE_B2]
-    assert len(bench["benchmarks"][0]["stats"]["data"]) == ok["rounds"]  # the child's samples, not a re-timing
+    entry = bench["benchmarks"][0]
+    assert entry["extra_info"]["isolated"] is True and entry["name"] == f"test_case[{DENSE_B2}]"
+    stats = entry["stats"]
+    assert len(stats["data"]) == stats["rounds"] == ok["rounds"]  # the child's samples, not a re-timing
+    assert round(stats["median"] * 1e3, 4) == ok["latency_ms"]  # the very rounds the record's median came from
     report = (out / "report.md").read_text()
     assert "## Cases that did not succeed" in report and "killed by SIGSEGV" in report
     assert (out / "logs" / (MASKED_B2.replace("/", "__") + ".log")).is_file()

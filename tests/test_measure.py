@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.measure.flops import macs
-from bench.measure.latency import Latency, bootstrap_median_ci, measure_paired
+from bench.measure.latency import Latency, bootstrap_median_ci, measure_paired, sample_stats
 from bench.measure.quality import fidelity
 from bench.measure.size import measure_size
 from pruning import PruneRecipe, apply, bake
@@ -37,6 +37,19 @@ def test_latency_refuses_unpaired_or_nonpositive_samples():
 def _fake(times):
     it = iter(times)
     return lambda: next(it)
+
+
+def test_sample_stats_summarise_rounds_with_pytest_benchmarks_keys():
+    st = sample_stats([0.004, 0.001, 0.003, 0.002, 0.1])  # 0.1 lies beyond q3 + 1.5 IQR = 0.007
+    assert st["data"] == [0.004, 0.001, 0.003, 0.002, 0.1]  # in timing order, as pytest-benchmark keeps them
+    assert (st["rounds"], st["iterations"], st["min"], st["max"], st["median"]) == (5, 1, 0.001, 0.1, 0.003)
+    assert (st["q1"], st["q3"]) == pytest.approx((0.002, 0.004))
+    assert st["total"] == pytest.approx(0.11) and st["ops"] == pytest.approx(5 / 0.11)
+    assert st["mean"] == pytest.approx(0.022) and st["stddev"] == pytest.approx(np.std(st["data"], ddof=1))
+    assert (st["iqr_outliers"], st["ld15iqr"], st["hd15iqr"]) == (1, 0.001, 0.004)
+    assert sample_stats([0.5])["stddev"] == 0.0
+    with pytest.raises(ValueError, match="at least one sample"):
+        sample_stats([])
 
 
 def test_paired_measurement_stops_when_the_ci_is_tight():

@@ -16,8 +16,8 @@ The whole output of a child that timed out, crashed or ran out of memory is kept
 ``RUN_DIR/logs/<case id>.log``.
 
 pytest-benchmark only times code that runs in the pytest process, so under ``--isolate`` the child
-measures without the fixture and the parent hands the child's raw rounds to the case's fixture; the
-figures in ``benchmark.json`` are then the same samples the Record was computed from.
+measures without the fixture and ``run_isolated`` returns its raw rounds; the plugin (``bench.plugin``)
+adds them to ``benchmark.json``, so its figures are the same samples the Record was computed from.
 """
 
 from __future__ import annotations
@@ -206,25 +206,9 @@ def run_child(job: dict, timeout_s: float, workdir: Path) -> Outcome:
     return Outcome(status, error, None, (), duration, log_path)
 
 
-def _feed_benchmark(benchmark, samples: tuple[float, ...]) -> None:
-    """Give the case's pytest-benchmark fixture the child's raw rounds, so benchmark.json holds them.
-
-    pytest-benchmark has no public way to add externally timed rounds; this uses its ``_make_stats``
-    (stable since 3.x) and logs instead of failing if a future version drops it."""
-    if benchmark is None or not samples or getattr(benchmark, "disabled", False):
-        return
-    try:
-        stats = benchmark._make_stats(1)
-        for s in samples:
-            stats.update(s)
-        benchmark._mode = "prunebench --isolate"
-        benchmark.extra_info["isolated"] = True
-    except AttributeError as exc:
-        log.info("pytest-benchmark cannot take the isolated samples (%s); they are in the record only", exc)
-
-
-def run_isolated(session, case, rec, benchmark=None) -> None:
-    """Run ``case`` in a child process and fill ``rec`` from it; raise IsolatedCaseError unless it succeeded."""
+def run_isolated(session, case, rec) -> tuple[float, ...]:
+    """Run ``case`` in a child process and fill ``rec`` from it; return the child's latency rounds
+    (seconds, the samples behind ``rec``'s latency figures); raise IsolatedCaseError unless it succeeded."""
     from ..records import Record
 
     job = {"plan": replace(session.plan, cases=(case,)).to_dict(), "case_id": case.case_id, "run_id": session.run_id,
@@ -239,8 +223,7 @@ def run_isolated(session, case, rec, benchmark=None) -> None:
                 if k in known:
                     setattr(rec, k, v)
         if out.status == "ok":
-            _feed_benchmark(benchmark, out.samples)
-            return
+            return out.samples
         if out.record is None:
             rec.duration_s = out.duration_s
         rec.status, rec.error = out.status, out.error

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Latency", "PairedTimer", "bootstrap_median_ci", "measure_paired"]
+__all__ = ["Latency", "PairedTimer", "bootstrap_median_ci", "measure_paired", "sample_stats"]
 
 Z95 = 1.959964
 # Asymptotic efficiency of the median vs the mean for normal data: sd(median) ~ 1.2533 sd / sqrt(n).
@@ -31,6 +31,31 @@ def bootstrap_median_ci(values, n_boot: int = 2000, seed: int = 0, level: float 
     alpha = (1 - level) / 2
     lo, hi = np.quantile(meds, [alpha, 1 - alpha])
     return float(lo), float(hi)
+
+
+def sample_stats(samples) -> dict[str, float | int | str | list[float]]:
+    """Summary of raw timings (seconds) with the keys of a pytest-benchmark ``stats`` entry, so rounds
+    timed outside the fixture (an isolated child's) sit in benchmark.json like the fixture's own.
+
+    Quartiles are numpy's linear interpolation; outliers are counted as pytest-benchmark defines them
+    (beyond mean +- stddev, and beyond the quartiles +- 1.5 IQR)."""
+    v = np.asarray(samples, dtype=float)
+    if v.size == 0:
+        raise ValueError("sample_stats needs at least one sample")
+    mean = float(v.mean())
+    stddev = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    q1, q3 = (float(x) for x in np.quantile(v, [0.25, 0.75]))
+    median = float(np.median(v))  # as the record's latency_ms
+    iqr = q3 - q1
+    lo_fence, hi_fence = q1 - 1.5 * iqr, q3 + 1.5 * iqr
+    inside = v[(v >= lo_fence) & (v <= hi_fence)]
+    sd_out = int(((v < mean - stddev) | (v > mean + stddev)).sum())
+    iqr_out = int(v.size - inside.size)
+    total = float(v.sum())
+    return {"min": float(v.min()), "max": float(v.max()), "mean": mean, "stddev": stddev, "rounds": int(v.size),
+            "median": median, "iqr": iqr, "q1": q1, "q3": q3, "iqr_outliers": iqr_out, "stddev_outliers": sd_out,
+            "outliers": f"{sd_out};{iqr_out}", "ld15iqr": float(inside.min()), "hd15iqr": float(inside.max()),
+            "ops": v.size / total if total else 0.0, "total": total, "data": [float(x) for x in v], "iterations": 1}
 
 
 @dataclass(frozen=True)

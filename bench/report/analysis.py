@@ -1,9 +1,9 @@
 """Break-even sparsity: where a runtime's latency ratio to its dense baseline crosses 1.0.
 
-Pure functions of records: per model, method, runtime, device, dtype and
-batch x seq, the sparsity at which the median latency ratio falls below 1.0 (linear interpolation
-between the two bracketing sparsities), and the sparsity at which the upper bound of its 95% CI does
-("pays with confidence"). A crossing is reported only where it is measurable: some point's 95% CI lies
+Pure functions of records: per sweep (``GROUP``: model, method and its importance and recovery,
+runtime, device, dtype and batch x seq), the sparsity at which the median latency ratio falls below 1.0
+(linear interpolation between the two bracketing sparsities), and the sparsity at which the upper bound
+of its 95% CI does ("pays with confidence"). A crossing is reported only where it is measurable: some point's 95% CI lies
 wholly above 1.0 and a point at a higher sparsity has its CI wholly below (or the curve is measurably
 below 1.0 from its lowest sparsity on). Ratios of 1.00 and 0.98 with CIs around 1.0 are noise, and the
 sweep says "no measurable crossing in [lo, hi]".
@@ -21,7 +21,10 @@ import pandas as pd
 __all__ = ["BreakEven", "Crossing", "GROUP", "NOT_MEASURABLE", "break_even", "break_even_section", "crossing", "measurable",
            "size_table"]
 
-GROUP = ("model", "method", "scope", "norm", "allocation", "runtime", "device", "dtype", "batch", "seq_len")
+# the record fields that make one sweep: sweeps that differ in any of them (say, only in importance or recovery)
+# are separate curves; a field missing from older records groups as None (recovery_method as "none")
+GROUP = ("model", "method", "scope", "norm", "allocation", "importance", "recovery_method", "recovery_fit", "runtime",
+         "device", "dtype", "batch", "seq_len")
 
 
 class Crossing(NamedTuple):
@@ -96,16 +99,23 @@ class BreakEven:
     confident: Crossing  # where the CI's upper bound crosses 1.0
 
     @property
-    def label(self) -> str:
+    def variant(self) -> str:
+        """The method, tagged with its importance and recovery where it has them (what tells sibling sweeps apart)."""
         k = self.key
-        return f"{k.get('runtime')} · {k.get('method')}"
+        tags = [k.get("importance"), None if k.get("recovery_method") == "none" else k.get("recovery_method"), k.get("recovery_fit")]
+        tags = [str(t) for t in tags if t is not None]
+        return f"{k.get('method')}[{','.join(tags)}]" if tags else str(k.get("method"))
+
+    @property
+    def label(self) -> str:
+        return f"{self.key.get('runtime')} · {self.variant}"
 
     def row(self) -> dict:
         """A flat row for a report table."""
         k, lo, hi = self.key, min(self.sparsities), max(self.sparsities)
         return {
             "model": k.get("model"),
-            "method": k.get("method"),
+            "method": self.variant,
             "runtime": k.get("runtime"),
             "device": k.get("device") + ("" if k.get("dtype") in (None, "float32") else f" {k.get('dtype')}"),
             "batch x seq": f"{k.get('batch')} x {k.get('seq_len')}",
@@ -124,6 +134,8 @@ def break_even(records: pd.DataFrame | list[dict]) -> list[BreakEven]:
     if df.empty or not need <= set(df.columns):
         return []
     ok = df[(df["status"] == "ok") & (df["method"] != "dense") & df["latency_ratio"].notna()]
+    if "recovery_method" in ok.columns:  # a record from before the field had no recovery
+        ok = ok.assign(recovery_method=ok["recovery_method"].fillna("none"))
     keys = [c for c in GROUP if c in ok.columns]
     out = []
     for vals, g in ok.groupby(keys, sort=False, dropna=False):
