@@ -20,7 +20,7 @@ from .measure.flops import macs
 from .measure.latency import Latency, measure_paired
 from .measure.memory import Memory
 from .measure.size import Size, measure_size
-from .plan import Case
+from .case import Case
 from .runtimes import Runner, get_runtime
 from .runtimes.base import Gate, equality_gate
 from .variants import build_runner, get_model
