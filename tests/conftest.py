@@ -4,8 +4,6 @@ tiny-bert runs the regression tests (test_compare, test_gate) read (recorded onc
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -55,21 +53,20 @@ def minilm():
     return load_model("minilm")
 
 
-def _prunebench_run(cmd: list[str]) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-
-
 @pytest.fixture(scope="session")
 def gate_runs(tmp_path_factory) -> dict:
     """Real ``prunebench run``s of GATE_PLAN, recorded once and read (never written) by test_compare and
     test_gate: ``a`` and ``b``, two normal runs (an A/A pair), and ``planted``, one with a 15% slowdown
-    planted in torch-dense (tests/planted_slowdown.py); ``args``: the run command without its --out."""
+    planted in torch-dense (tests/planted_slowdown.py); ``args``: the run command without its --out. They run
+    one after the other (timing), each in a process of its own forked from one that imported torch once."""
+    from .forked_cli import run_many
+
     d = tmp_path_factory.mktemp("gate-runs")
     (d / "plan.toml").write_text(GATE_PLAN)
     args = ["run", "--plan", str(d / "plan.toml")]
-    for name in ("a", "b"):
-        _prunebench_run(["-m", "bench.cli", *args, "--out", str(d / name)])
-    _prunebench_run([str(ROOT / "tests" / "planted_slowdown.py"), "0.15", *args, "--out", str(d / "planted")])
+    planted = ROOT / "tests" / "planted_slowdown.py"
+    runs = run_many([([*args, "--out", str(d / "a")], ROOT), ([*args, "--out", str(d / "b")], ROOT),
+                     (["0.15", *args, "--out", str(d / "planted")], ROOT, planted)], jobs=1, timeout=300)
+    for proc in runs:
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return {"a": d / "a", "b": d / "b", "planted": d / "planted", "args": args}

@@ -1,4 +1,4 @@
-"""Runs many short ``prunebench`` commands (the bad-input matrices) without paying torch's import for each.
+"""Runs many short ``prunebench`` commands (the bad-input matrices, the gate tests' runs) without paying torch's import for each.
 
 ``run_many`` starts this file as a server process that imports the command line and what its commands import
 (torch, transformers, pruning) once, then runs each command in a forked child of its own: the child changes to
@@ -13,8 +13,10 @@ in front of every command's stderr.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -23,29 +25,36 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PRELOAD = ("bench.cli", "bench.plan", "bench.models", "pruning", "torch", "transformers")  # imported, nothing run
+# imported, nothing run: torch, and what the commands import lazily (bench.report pulls in pandas and matplotlib)
+PRELOAD = ("bench.cli", "bench.plan", "bench.models", "bench.report", "bench.launch.merge", "pruning", "torch", "transformers",
+           "transformers.modeling_utils")
 
 
-def run_many(commands: list[tuple[list[str], Path | None]], env: dict[str, str] | None = None, jobs: int = 4,
+def run_many(commands: list[tuple], env: dict[str, str] | None = None, jobs: int = 4,
              timeout: float = 120) -> list[subprocess.CompletedProcess]:
     """Run each ``(argv, cwd)`` as ``prunebench ARGV`` in ``cwd`` (None: this process's), ``jobs`` at a time,
     with this process's environment plus ``env``; returns their results in order. A result's stderr starts
-    with what the server printed while importing, as a fresh process's would."""
+    with what the server printed while importing, as a fresh process's would. An ``(argv, cwd, script)``
+    runs ``python SCRIPT ARGV`` instead (the script as ``__main__``, e.g. tests/planted_slowdown.py)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    requests = "".join(json.dumps({"argv": list(argv), "cwd": str(cwd or os.getcwd()), "timeout": timeout}) + "\n"
-                       for argv, cwd in commands)
+    commands = [(c[0], c[1], c[2] if len(c) > 2 else None) for c in commands]
+    requests = "".join(json.dumps({"argv": list(argv), "cwd": str(cwd or os.getcwd()), "timeout": timeout,
+                                   "script": script and str(script)}) + "\n"
+                       for argv, cwd, script in commands)
     server = subprocess.run([sys.executable, __file__, str(jobs)], input=requests, capture_output=True, text=True,
                             env=env, cwd=REPO, timeout=timeout * len(commands) + 120)
     if server.returncode != 0:
         raise RuntimeError(f"the command server failed (exit {server.returncode}): {server.stderr[-3000:]}")
-    return [subprocess.CompletedProcess(["prunebench", *argv], r["returncode"], r["stdout"], server.stderr + r["stderr"])
-            for (argv, _), r in zip(commands, json.loads(server.stdout))]
+    return [subprocess.CompletedProcess([str(script) if script else "prunebench", *argv], r["returncode"], r["stdout"],
+                                        server.stderr + r["stderr"])
+            for (argv, _, script), r in zip(commands, json.loads(server.stdout))]
 
 
 def _serve(jobs: int) -> None:
     for name in PRELOAD:
         __import__(name)
     from transformers import AutoConfig, AutoModel  # noqa: F401 - transformers imports these lazily, on first use
+    gc.freeze()  # the preloaded objects are never collected: a child's exit skips them (about 1 s a command)
     requests = [json.loads(line) for line in sys.stdin if line.strip()]
     work = Path(tempfile.mkdtemp(prefix="prunebench-forked-cli-"))
     results: list[dict | None] = [None] * len(requests)
@@ -64,6 +73,10 @@ def _serve(jobs: int) -> None:
                     f = os.open(work / f"{i}.{name}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
                     os.dup2(f, fd)
                     os.close(f)
+                if req.get("script"):
+                    sys.argv = [req["script"], *req["argv"]]
+                    runpy.run_path(req["script"], run_name="__main__")
+                    sys.exit(0)  # a script that returns without sys.exit exits 0
                 sys.argv = ["prunebench", *req["argv"]]
                 from bench.cli import main
 

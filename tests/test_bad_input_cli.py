@@ -158,9 +158,12 @@ def _cli(argv: list[str], cwd: Path, env: dict | None = None) -> subprocess.Comp
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, str]]:
+    """Each case id's result and expected words; TRUNCATED's: its result and the run directory it reported on."""
     root = tmp_path_factory.mktemp("bad-input")
     cases = _cases(root)
     assert [c[0] for c in cases] == CASE_IDS
+    killed = _killed_run(root)  # not bad input: run with the matrix to share its process
+    cases.append((TRUNCATED, ["report", str(killed)], str(killed)))
     procs = run_many([(argv, root) for _, argv, _ in cases], env={"HF_HUB_OFFLINE": "1"})
     return {cid: (proc, words) for (cid, _, words), proc in zip(cases, procs)}
 
@@ -184,12 +187,20 @@ def test_executor_ray_without_ray_is_bad_input(tmp_path):
         "prunebench: error: --executor ray needs the optional package ray; pip install 'prunebench[ray]' or drop --executor"]
 
 
-def test_truncated_last_record_line_is_tolerated_with_a_warning(tmp_path):
+TRUNCATED = "report-truncated-last-line"
+
+
+def _killed_run(root: Path) -> Path:
     cid = "tiny-bert/global-l1@0.50/torch-dense/cpu/b1s8"
-    run = _run_dir(tmp_path, "killed", records=[_record(cid)])
+    run = _run_dir(root, "killed", records=[_record(cid)])
     with open(run / "records.jsonl", "a") as fh:
         fh.write(_record(cid)[:40])  # a runner killed mid-write
-    proc = _cli(["report", str(run)], tmp_path)
+    return run
+
+
+def test_truncated_last_record_line_is_tolerated_with_a_warning(outcomes):
+    proc, run = outcomes[TRUNCATED]  # prunebench report on _killed_run's directory
+    run = Path(run)
     assert proc.returncode == 0, proc.stderr
     assert "last line 2 is truncated" in proc.stderr
     assert "Traceback" not in proc.stderr

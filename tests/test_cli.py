@@ -77,8 +77,8 @@ def test_a_failing_case_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch, c
     assert "planted failure" in (out / "report.md").read_text()
 
 
-def test_list_names_models_methods_and_runtimes():
-    r = _prunebench("list")
+def test_list_names_models_methods_and_runtimes(cli_runs):
+    r = cli_runs[("list",)]
     assert r.returncode == 0
     for word in ("minilm", "global-l1", "ln-structured", "torch-masked", "torch-dense"):
         assert word in r.stdout
@@ -102,17 +102,24 @@ BAD_INPUT = [
     (["frobnicate"], "invalid choice"),
 ]
 
+MALFORMED_PLAN = ("run", "--plan", "<a file holding 'recipes = [['>")  # cli_runs writes the file and runs that
+CUDA_ON_CPU = ("run", "--device", "cuda", "--model", "tiny-bert")
+
 
 @pytest.fixture(scope="module")
-def bad_input_runs() -> dict[tuple[str, ...], subprocess.CompletedProcess]:
-    """The bad-input commands below, run concurrently, each in a process of its own (tests/forked_cli.py)."""
-    argvs = [tuple(args) for args, _ in BAD_INPUT]
-    return dict(zip(argvs, run_many([(list(argv), None) for argv in argvs])))
+def cli_runs(tmp_path_factory) -> dict[tuple[str, ...], subprocess.CompletedProcess]:
+    """``list``, the bad-input commands below and the two refused plans, run concurrently, each in a process of
+    its own (tests/forked_cli.py), by argv."""
+    bad = tmp_path_factory.mktemp("malformed") / "plan.toml"
+    bad.write_text("recipes = [[\n")
+    argvs = [("list",), *(tuple(args) for args, _ in BAD_INPUT), MALFORMED_PLAN, CUDA_ON_CPU]
+    real = [["run", "--plan", str(bad)] if argv == MALFORMED_PLAN else list(argv) for argv in argvs]
+    return dict(zip(argvs, run_many([(argv, None) for argv in real])))
 
 
 @pytest.mark.parametrize("args, needle", BAD_INPUT)
-def test_bad_input_exits_2_with_one_line(bad_input_runs, args, needle):
-    r = bad_input_runs[tuple(args)]
+def test_bad_input_exits_2_with_one_line(cli_runs, args, needle):
+    r = cli_runs[tuple(args)]
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -120,17 +127,15 @@ def test_bad_input_exits_2_with_one_line(bad_input_runs, args, needle):
     assert "Traceback" not in r.stderr
 
 
-def test_malformed_plan_file_exits_2(tmp_path):
-    bad = tmp_path / "plan.toml"
-    bad.write_text("recipes = [[\n")
-    r = _prunebench("run", "--plan", str(bad))
+def test_malformed_plan_file_exits_2(cli_runs):
+    r = cli_runs[MALFORMED_PLAN]
     assert r.returncode == 2 and "not valid TOML" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_cuda_only_plan_on_a_cpu_machine_exits_2():
+def test_cuda_only_plan_on_a_cpu_machine_exits_2(cli_runs):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    r = _prunebench("run", "--device", "cuda", "--model", "tiny-bert")
+    r = cli_runs[CUDA_ON_CPU]
     assert r.returncode == 2 and "CUDA is not available" in r.stderr

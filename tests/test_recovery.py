@@ -167,29 +167,30 @@ BAD_VALUES = [
 ]
 
 
+RECOVERED = ("--importance", "fisher", "--recover", "lstsq", "--calibration", "16")  # good values: saves a model
+
+
 @pytest.fixture(scope="module")
-def bad_value_runs(tmp_path_factory) -> dict[tuple[str, ...], subprocess.CompletedProcess]:
-    """``prunebench prune`` with each bad value below, run concurrently, each in a process of its own
-    (tests/forked_cli.py)."""
+def prune_runs(tmp_path_factory) -> dict[tuple[str, ...], subprocess.CompletedProcess]:
+    """``prunebench prune`` with each bad value below, and with RECOVERED, run concurrently, each in a process
+    of its own (tests/forked_cli.py)."""
     root = tmp_path_factory.mktemp("bad-values")
-    argvs = [tuple(args) for args, _ in BAD_VALUES]
+    argvs = [tuple(args) for args, _ in BAD_VALUES] + [RECOVERED]
     prune = ["prune", "--model", "tiny-bert", "--method", "heads+ffn", "--sparsity", "0.5"]
     return dict(zip(argvs, run_many([([*prune, "--out", str(root / f"o{i}"), *argv], None) for i, argv in enumerate(argvs)], timeout=300)))
 
 
 @pytest.mark.parametrize("args, needle", BAD_VALUES)
-def test_bad_values_exit_2_with_one_line(bad_value_runs, args, needle):
-    p = bad_value_runs[tuple(args)]
+def test_bad_values_exit_2_with_one_line(prune_runs, args, needle):
+    p = prune_runs[tuple(args)]
     assert p.returncode == 2, p.stderr
     lines = [x for x in p.stderr.splitlines() if x.startswith("prunebench:")]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in p.stderr
 
 
-def test_prune_cli_saves_the_recovered_model(tmp_path):
-    out = tmp_path / "r"
-    p = subprocess.run([sys.executable, "-m", "bench.cli", "prune", "--model", "tiny-bert", "--method", "heads+ffn", "--sparsity", "0.5",
-                        "--importance", "fisher", "--recover", "lstsq", "--calibration", "16", "--out", str(out)],
-                       capture_output=True, text=True, timeout=300)
+def test_prune_cli_saves_the_recovered_model(prune_runs):
+    p = prune_runs[RECOVERED]
+    out = p.args[p.args.index("--out") + 1]
     assert p.returncode == 0, p.stderr
     assert "recovery: lstsq" in p.stdout
     assert load_model(str(out)).model is not None

@@ -3,7 +3,7 @@
 The parent writes what the runtime serves (``Runner.serving_files``: the runtime's module with its
 tensors — masked ``weight_orig`` + ``weight_mask`` + hooks, baked dense tensors, sparse CSR/BSR
 tensors — pickled with ``torch.save``; or the ONNX file ORT loads) and a clean child, forked from a
-fork server that has imported torch and transformers but never run a kernel, loads it. The child first
+fork server that has imported torch and transformers (its modeling_utils too) but never run a kernel, loads it. The child first
 imports the code that artifact needs (the model's classes, ONNX Runtime) and reads the floor RSS, then
 loads the artifact, runs one warm-up inference (lazy initialisation, compilation), resets the kernel's
 peak-RSS counter (``/proc/self/clear_refs`` = 5), runs inference twice and reads ``VmHWM``: the peak resident memory while serving, variant included. ``model_mb`` =
@@ -25,7 +25,9 @@ from pathlib import Path
 __all__ = ["Memory", "MemoryMeter", "measure_memory"]
 
 log = logging.getLogger("bench.measure.memory")
-_PRELOAD = ["torch", "transformers", "safetensors", "bench.measure.memory"]
+# transformers imports its model code lazily; modeling_utils (every model class's base, seconds to import) is
+# preloaded once here rather than in every child; the child's floor RSS is read after its imports either way
+_PRELOAD = ["torch", "transformers", "transformers.modeling_utils", "safetensors", "bench.measure.memory"]
 _ctx = None
 
 
