@@ -68,10 +68,20 @@ def _cli(args: list[str], tmp_path: Path, fault: str | None = None, timeout: flo
                           env=_env(tmp_path, fault), timeout=timeout)
 
 
+# A terminal starts a command with Ctrl-C at its default. This test process may not pass that on: a signal
+# ignored at exec stays ignored, and Python then installs no KeyboardInterrupt handler. One runner started
+# here with SIGINT and SIGQUIT ignored (/proc/PID/status SigIgn) and never stopped on the test's Ctrl-C; both
+# at once is what glibc's system() does process-wide while it runs (libtorch_cpu links it), so the likely
+# cause is a thread of this process inside system() at the moment of the spawn. The runner restores it.
+_AS_FROM_A_TERMINAL = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                       "sys.argv[0] = 'prunebench'; runpy.run_module('bench.cli', run_name='__main__', alter_sys=True)")
+
+
 def _start(args: list[str], tmp_path: Path, fault: str | None = None) -> subprocess.Popen:
-    """The runner in its own process group, as a terminal or a scheduler would start it."""
-    return subprocess.Popen([sys.executable, "-m", "bench.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path, env=_env(tmp_path, fault), start_new_session=True)
+    """The runner in its own process group, as a terminal or a scheduler would start it (Ctrl-C at its default)."""
+    return subprocess.Popen([sys.executable, "-c", _AS_FROM_A_TERMINAL, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=_env(tmp_path, fault),
+                            start_new_session=True)
 
 
 def _wait_for_records(path: Path, n: int, proc: subprocess.Popen, timeout: float = 90) -> None:
