@@ -139,7 +139,12 @@ def plan_from_dict(d: dict, **overrides: Any) -> Plan:
         raise PlanError(f"unknown plan key(s) {', '.join(sorted(unknown))}; known keys: {', '.join(sorted(_PLAN_KEYS))}")
     import torch
 
-    threads = d.get("threads") or torch.get_num_threads()
+    threads = d.get("threads")
+    if threads is None:
+        threads = torch.get_num_threads()
+    elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:  # 0 is not "torch's default"
+        raise PlanError(f"threads must be a positive integer, got {threads!r}; pass --threads 1 or more, or leave it "
+                        f"out for torch's default ({torch.get_num_threads()} here)")
     recipes: list[tuple[PruneRecipe, list[str] | None, list[str] | None, list[str] | None, tuple | None]] = []
     plan_base = parse_baseline(d["baseline"]) if d.get("baseline") is not None else None
     for i, r in enumerate(_as_list("recipes", d.get("recipes", []))):

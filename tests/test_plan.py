@@ -60,3 +60,34 @@ def test_malformed_toml_is_a_plan_error(tmp_path):
     p.write_text("models = [minilm\n")
     with pytest.raises(PlanError, match="not valid TOML"):
         load_plan(p)
+
+
+# -- threads: 0 is not "torch's default" (issue 20 §6) -------------------------------------------------------------------
+
+@pytest.mark.parametrize("threads", [0, -1, True, "2", 1.5])
+def test_threads_that_are_not_a_positive_integer_are_refused(threads):
+    with pytest.raises(PlanError, match=r"threads must be a positive integer, got .*--threads 1 or more"):
+        plan_from_dict({"recipes": [{"method": "dense"}], "threads": threads})
+
+
+def test_threads_left_out_is_torchs_default_and_given_is_kept():
+    import torch
+
+    assert {c.threads for c in plan_from_dict({"recipes": [{"method": "dense"}]}).cases} == {torch.get_num_threads()}
+    assert {c.threads for c in plan_from_dict({"recipes": [{"method": "dense"}], "threads": 3}).cases} == {3}
+
+
+def test_cli_threads_0_exits_2_with_one_line_naming_the_fix(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    # the old code took 0 as torch's default and started measuring: the timeout keeps that from hanging the suite
+    proc = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--threads", "0", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-500:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "threads must be a positive integer, got 0" in lines[0] and "--threads 1 or more" in lines[0]
+    assert not (tmp_path / "run" / "records.jsonl").exists()
