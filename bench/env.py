@@ -3,11 +3,15 @@ measurements are comparable.
 
 ``environment()`` records versions (Python, torch, transformers, numpy, and every registered runtime's
 ``versions()``, so a new runtime's library is recorded without editing this module), the CPU model and
-its instruction-set flags that decide which dtypes and kernels make sense (``cpu_flags``), the GPU and the
-git sha. ``fingerprint(case, env)`` hashes the case definition with the ``ENV_KEYS`` fields plus the
+its instruction-set flags that decide which dtypes and kernels make sense (``cpu_flags``), the GPU, the
+git sha and whether the source tree differed from it (``git_dirty``, ``git_diff_sha``: two states of
+uncommitted code under one sha are told apart). ``fingerprint(case, env)`` hashes the case definition with the ``ENV_KEYS`` fields plus the
 versions of the libraries the case's own runtime and baseline run on: a new runtime's version changes its
 cases' fingerprints only, so records made before it existed stay comparable. ``setting(name, ...)`` reads
 the environment-variable knobs runtimes take (``PRUNEBENCH_BSR_BLOCK``, ``PRUNEBENCH_OV_SPARSE_RATE``).
+``record_load`` adds the machine's load average at a run's start and end to its env.json, so a report can
+say the figures were measured beside other jobs. Neither provenance nor load is an environment
+difference: ``env_difference`` and the fingerprint read ``ENV_KEYS`` only.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, TypeVar
 
-__all__ = ["CPU_FLAGS", "ENV_KEYS", "cpu_flags", "env_difference", "environment", "fingerprint", "runtime_versions",
-           "setting"]
+__all__ = ["CPU_FLAGS", "ENV_KEYS", "cpu_flags", "env_difference", "environment", "fingerprint", "git_state",
+           "load_average", "record_load", "runtime_versions", "setting"]
 
 log = logging.getLogger("bench.env")
 T = TypeVar("T")
@@ -86,7 +90,8 @@ def runtime_versions(names: list[str] | None = None) -> dict[str, str | None]:
 
 @lru_cache(maxsize=1)
 def environment() -> dict:
-    """Versions, CPU (model and flags), GPU and git sha: what a figure depends on besides the case."""
+    """Versions, CPU (model and flags), GPU and git state (sha, dirty, diff hash): what a figure depends on
+    besides the case."""
     import numpy
     import torch
     import transformers
@@ -106,12 +111,71 @@ def environment() -> dict:
         "onnxruntime": None,
     }
     env.update(runtime_versions())
-    try:
-        env["git_sha"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                        cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        env["git_sha"] = None
+    env.update(git_state())
     return env
+
+
+def _git(*args: str) -> bytes | None:
+    """``git ARGS`` run beside this module: its stdout, or None where git or the repository is missing."""
+    try:
+        proc = subprocess.run(["git", *args], capture_output=True, cwd=Path(__file__).parent, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+# Run directories are written under results/ while a run goes on; they change no figure, so they do not dirty the tree.
+_NOT_SOURCE = ":(exclude)results"
+
+
+def git_state() -> dict[str, str | bool | None]:
+    """The git sha of this source tree, whether it differs from that commit (``git_dirty``: tracked changes or
+    untracked files git does not ignore, outside results/) and a hash of the difference (``git_diff_sha``).
+
+    Where this module is not in a git work tree of its own (the gate's ``git archive`` export, an installed
+    wheel) ``git_dirty`` and ``git_diff_sha`` are None: unknown, not clean."""
+    sha = _git("rev-parse", "--short", "HEAD")
+    state: dict[str, str | bool | None] = {"git_sha": sha.decode().strip() or None if sha else None,
+                                           "git_dirty": None, "git_diff_sha": None}
+    top = _git("rev-parse", "--show-toplevel")
+    here = Path(__file__).resolve()
+    if top is None or Path(top.decode().strip()).resolve() / "bench" / here.name != here:
+        return state  # not our repository (an export inside some other work tree), or none
+    status = _git("status", "--porcelain", "-z", "--", ".", _NOT_SOURCE)
+    diff = _git("diff", "HEAD", "--binary", "--", ".", _NOT_SOURCE)
+    untracked = _git("ls-files", "--others", "--exclude-standard", "-z", "--", ".", _NOT_SOURCE)
+    if status is None or diff is None or untracked is None:
+        return state
+    state["git_dirty"] = bool(status)
+    if status:
+        h = hashlib.sha256(diff)
+        root = Path(top.decode().strip())
+        for name in sorted(n for n in untracked.split(b"\0") if n):
+            h.update(b"\0" + name + b"\0")
+            try:
+                h.update((root / name.decode()).read_bytes())
+            except OSError:
+                pass  # vanished since listed, or unreadable: its name still counts
+        state["git_diff_sha"] = h.hexdigest()[:12]
+    return state
+
+
+def load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages, or None where the OS keeps none."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def record_load(env_json: Path, start: list[float] | None, end: list[float] | None) -> None:
+    """Add the load average at a run's start and end (``load_avg_start``, ``load_avg_end``) to its env.json
+    (written with ``environment()`` where the run left none): committed figures are measured on a quiet
+    machine, and the report warns when the load exceeded the core count."""
+    env_json = Path(env_json)
+    env = json.loads(env_json.read_text()) if env_json.is_file() else dict(environment())
+    env.update(load_avg_start=start, load_avg_end=end)
+    env_json.write_text(json.dumps(env, indent=1))
 
 
 def _case_versions(case, env: dict) -> dict:

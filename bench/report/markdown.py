@@ -8,6 +8,7 @@ regenerates both at any time.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from .analysis import break_even, break_even_section
 from .cells import ci_cell, fmt, latency_verdict, ratio_word
 from .claim import CLAIM, claim_lines
 from .plots import save, write_plots
+from .provenance import provenance_warnings
 from .section_plots import DISTILL_PLOT, alternatives_plot, distill_plot, frontier_plot, plot_break_even
 from .quality import quality_columns, quality_verdict
 from .structured import frontier_section, recovery_section, structured_section
@@ -135,9 +137,10 @@ class PlotLinks:
 
 
 def render(records: list[dict], run_dir: Path | None = None, command: str | None = None,
-           plots: PlotLinks | None = None, frontier: dict | None = None) -> str:
+           plots: PlotLinks | None = None, frontier: dict | None = None, run_env: dict | None = None) -> str:
     """The markdown report: the verdict first, then the plots ``plots`` links, then tables. Pure: nothing is read
-    or written (``run_dir`` only names the run; ``frontier`` is a frontier run's frontier.json)."""
+    or written (``run_dir`` only names the run; ``frontier`` is a frontier run's frontier.json; ``run_env`` its
+    env.json, whose load average draws a warning on a busy machine, as records from a dirty tree do)."""
     plots = plots or PlotLinks()
     df = frame(records)
     env = records[0].get("env", {}) if records else {}
@@ -149,6 +152,8 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
     lines += (claim_lines(df) if len(df) else []) or ["- no successful pruned cases in this run."]
     lines += ["", f"Machine: {env.get('cpu', '?')} ({env.get('cpu_count', '?')} cores), torch {env.get('torch', '?')}, "
               f"transformers {env.get('transformers', '?')}" + (f", GPU {env['gpu']}" if env.get("gpu") else "") + ".", ""]
+    warned = provenance_warnings(records, {**env, **(run_env or {})})
+    lines += warned + [""] if warned else []
     counts = df["status"].value_counts().to_dict() if len(df) else {}
     unstable = int(df["unstable"].fillna(False).astype(bool).sum()) if "unstable" in df else 0
     lines += ["Cases: " + (", ".join(f"{v} {k}" for k, v in counts.items()) or "none recorded")
@@ -211,8 +216,15 @@ def write_report(run_dir: Path, command: str | None = None) -> Path:
         if not alternatives.empty else None,
         frontier=rel(save(frontier_plot(df, frontier), out / "frontier.png", dpi=110)),
         distill=rel(save(distill_plot(df), out / DISTILL_PLOT)))
+    env_json = run_dir / "env.json"
+    try:
+        run_env = json.loads(env_json.read_text()) if env_json.is_file() else None
+    except ValueError:
+        log.warning("%s is not valid JSON; the report cannot say what the load was", env_json)
+        run_env = None
     path = run_dir / "report.md"
-    path.write_text(render(records, run_dir, command, links, frontier), encoding="utf-8")
+    path.write_text(render(records, run_dir, command, links, frontier,
+                           run_env if isinstance(run_env, dict) else None), encoding="utf-8")
     return path
 
 

@@ -1,0 +1,157 @@
+"""Provenance of figures (issue 20 §6): records say whether their code was committed (``git_dirty`` and a
+hash of the difference), env.json says how loaded the machine was, reports warn on both, neither counts
+as an environment difference, and committed results come from a clean tree on a quiet machine."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import bench.env
+from bench.env import env_difference, fingerprint, record_load
+from bench.plan import Case
+from bench.records import read_records
+from bench.report.provenance import provenance_warnings
+from pruning import PruneRecipe
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV_PY = ROOT / "bench" / "env.py"
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _git_state(tree: Path) -> dict:
+    """``git_state()`` of a copy of bench/env.py placed in ``tree`` (as the module would run from there)."""
+    spec = importlib.util.spec_from_file_location(f"env_copy_{abs(hash(str(tree)))}", tree / "bench" / "env.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.git_state()
+
+
+@pytest.fixture()
+def repo(tmp_path) -> Path:
+    """A committed tree holding bench/env.py, a source file, a .gitignore'd folder and results/."""
+    r = tmp_path / "repo"
+    (r / "bench").mkdir(parents=True)
+    shutil.copy(ENV_PY, r / "bench" / "env.py")
+    (r / "bench" / "formula.py").write_text("TOL = 1e-3\n")
+    (r / ".gitignore").write_text(".venv/\n")
+    _git(r, "init", "-q")
+    _git(r, "add", ".")
+    _git(r, "commit", "-qm", "init")
+    return r
+
+
+def test_a_clean_tree_is_clean_and_each_uncommitted_change_is_dirty_with_its_own_hash(repo):
+    clean = _git_state(repo)
+    assert clean["git_sha"] and clean["git_dirty"] is False and clean["git_diff_sha"] is None
+    (repo / "bench" / "formula.py").write_text("TOL = 1e-2\n")
+    one = _git_state(repo)
+    (repo / "bench" / "formula.py").write_text("TOL = 5e-2\n")
+    two = _git_state(repo)
+    assert one["git_dirty"] is two["git_dirty"] is True
+    assert one["git_sha"] == two["git_sha"] == clean["git_sha"]
+    assert one["git_diff_sha"] and two["git_diff_sha"] and one["git_diff_sha"] != two["git_diff_sha"]
+
+
+def test_untracked_source_is_dirty_but_ignored_files_and_run_directories_are_not(repo):
+    (repo / ".venv").mkdir()
+    (repo / ".venv" / "lib.py").write_text("x = 1\n")
+    (repo / "results" / "my-run").mkdir(parents=True)
+    (repo / "results" / "my-run" / "records.jsonl").write_text("{}\n")
+    assert _git_state(repo)["git_dirty"] is False
+    (repo / "bench" / "new_runtime.py").write_text("y = 2\n")
+    state = _git_state(repo)
+    assert state["git_dirty"] is True and state["git_diff_sha"]
+
+
+def test_an_export_without_git_records_dirty_as_unknown(repo, tmp_path):
+    export = tmp_path / "export"  # as the gate's `git archive` export: no .git
+    shutil.copytree(repo, export, ignore=shutil.ignore_patterns(".git"))
+    assert _git_state(export)["git_dirty"] is None
+    inside = repo / "cache" / "src-abc"  # an export inside some other work tree is not that tree's code
+    shutil.copytree(export, inside)
+    state = _git_state(inside)
+    assert state["git_dirty"] is None and state["git_diff_sha"] is None
+
+
+def test_dirty_flag_and_load_are_not_environment_differences():
+    env = dict(bench.env.environment())
+    other = {**env, "git_dirty": not env.get("git_dirty"), "git_diff_sha": "0123456789ab",
+             "load_avg_start": [99.0, 99.0, 99.0], "load_avg_end": [0.0, 0.0, 0.0]}
+    assert env_difference(env, other) is None
+    case = Case("minilm", PruneRecipe("global-l1", 0.5), "torch-dense")
+    assert fingerprint(case, env) == fingerprint(case, other)
+    assert env_difference(env, {**env, "torch": "0.0"}) is not None  # the check itself still bites
+
+
+def test_record_load_adds_start_and_end_and_keeps_the_rest(tmp_path):
+    path = tmp_path / "env.json"
+    path.write_text(json.dumps({"cpu_count": 2, "git_sha": "abc"}))
+    record_load(path, [0.5, 0.4, 0.3], [3.5, 1.0, 0.5])
+    assert json.loads(path.read_text()) == {"cpu_count": 2, "git_sha": "abc", "load_avg_start": [0.5, 0.4, 0.3],
+                                            "load_avg_end": [3.5, 1.0, 0.5]}
+
+
+def _rec(case_id: str, **env) -> dict:
+    return {"case_id": case_id, "status": "ok", "env": {"git_sha": "abc1234", "git_dirty": False, "git_diff_sha": None, **env}}
+
+
+@pytest.mark.parametrize(("records", "run_env", "expected"), [
+    ([_rec("a"), _rec("b")], {"cpu_count": 2, "load_avg_start": [1.9], "load_avg_end": [0.5]}, []),
+    ([_rec("a"), _rec("b", git_dirty=True, git_diff_sha="d1")], {}, ["1 of 2 records were measured from a dirty tree",
+                                                                     "2 different source states"]),
+    ([_rec("a", git_dirty=True, git_diff_sha="d1"), _rec("b", git_dirty=True, git_diff_sha="d2")], {},
+     ["2 of 2 records", "d1, d2", "2 different source states"]),
+    ([{"case_id": "old", "status": "ok", "env": {"git_sha": "abc1234"}}], {}, []),  # before the field: unknown, no warning
+    ([_rec("a")], {"cpu_count": 2, "load_avg_start": [0.3], "load_avg_end": [2.5]}, ["2.50 at the end", "above its 2 cores"]),
+    ([_rec("a")], {"cpu_count": 16, "load_avg_start": [2.5], "load_avg_end": None}, []),
+], ids=["clean-quiet", "one-dirty", "two-diffs", "old-record", "busy-end", "no-end-load"])
+def test_provenance_warnings_name_dirty_trees_mixed_states_and_a_busy_machine(records, run_env, expected):
+    text = "\n".join(provenance_warnings(records, run_env))
+    assert bool(text) == bool(expected)
+    for words in expected:
+        assert words in text
+
+
+def test_a_run_records_its_load_and_its_report_warns_on_dirty_figures_and_load(tmp_path, monkeypatch):
+    """``execute`` with nothing left to run (a resumed, finished run): env.json gets the load at start and end,
+    and report.md marks records from a dirty tree and a load above the core count."""
+    from bench.plan import Plan
+    from bench.run import execute
+
+    out = tmp_path / "run"
+    shutil.copytree(ROOT / "results" / "baseline", out, ignore=shutil.ignore_patterns("plots"))
+    lines = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines() if x.strip()]
+    lines[0]["env"] = {**lines[0]["env"], "git_dirty": True, "git_diff_sha": "feedbeef0123"}
+    (out / "records.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    loads = iter([[0.1, 0.1, 0.1], [64.0, 8.0, 1.0]])
+    monkeypatch.setattr(bench.env, "load_average", lambda: next(loads))
+    execute(out, Plan.load_json(out / "plan.json"), {"run_id": "t"}, None, resume=True)
+    env = json.loads((out / "env.json").read_text())
+    assert env["load_avg_start"] == [0.1, 0.1, 0.1] and env["load_avg_end"] == [64.0, 8.0, 1.0]
+    report = (out / "report.md").read_text()
+    assert "dirty tree" in report and "feedbeef0123" in report and lines[0]["case_id"] in report
+    assert "64.00 at the end" in report
+
+
+def _committed_runs() -> list[Path]:
+    return sorted(p.parent for p in (ROOT / "results").glob("*/records.jsonl"))
+
+
+@pytest.mark.parametrize("run", _committed_runs(), ids=lambda p: p.name)
+def test_committed_results_come_from_a_clean_tree_on_a_quiet_machine(run):
+    dirty = [r["case_id"] for r in read_records(run / "records.jsonl", latest=False)
+             if (r.get("env") or {}).get("git_dirty") is True]
+    assert not dirty, f"{run.name}: {len(dirty)} records from a dirty tree (e.g. {dirty[0]}); re-record from a clean commit"
+    env = json.loads((run / "env.json").read_text()) if (run / "env.json").is_file() else {}
+    for when in ("start", "end"):
+        load = env.get(f"load_avg_{when}")
+        assert not load or load[0] <= env.get("cpu_count", 1), f"{run.name}: load {load} at the {when} > cores"
