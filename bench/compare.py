@@ -1,11 +1,24 @@
 """A run against a baseline run: which tracked figures got worse, for CI.
 
 The rules and the matching are here; what they find (``Finding``, ``CaseResult``, ``Comparison`` and how it
-reads) is in ``bench/findings.py``. Cases are matched by ``case_id``; their fingerprints (case definition + environment) must agree, or
-the comparison is refused (``CompareError``). Timing ratios need two locks before they count as a
-regression (as asv does): the ratio is worse by more than the threshold AND the two 95% CIs do not
-overlap. Deterministic figures (achieved sparsity, parameters, sizes, FLOP ratio) must match exactly;
-a case that newly fails is a regression; a case missing from the run is reported, not failed.
+reads) is in ``bench/findings.py``. Cases are matched by ``case_id``; their fingerprints (case definition +
+environment) must agree, or the comparison is refused (``CompareError``, exit 2). The rules (``LEGEND``,
+printed under every comparison):
+
+- **Cases.** A case of the baseline that the run lacks is a *lost case*: a regression. A case that newly
+  fails or is newly skipped is a regression. A case only the run has is reported, not judged. An intended
+  change of the plan is made by re-recording the baseline (every such message says so).
+- **Timing** (two locks, as asv does): a latency ratio regresses only when it is worse by at least the
+  threshold AND the two 95% CIs are disjoint. A ratio the baseline has and the run has not, or either
+  side without a CI, cannot be judged: a regression (``latency_ci``), never a pass. ``mem_ratio`` (one
+  measurement each) regresses when it is worse by more than the threshold.
+- **Deterministic figures** (achieved sparsity, parameters, sizes, FLOP ratio) must match exactly.
+- **Quality** is compared only on the same data: a ``quality_split`` that differs is a regression whose
+  message says to re-record the baseline. Task metrics (probe and kNN accuracy, R@1, MRR@10, Spearman) are
+  judged in evaluation items: one moves by 1/n per item (n read from ``quality_split``), and a drop of more
+  than ``QUALITY_ITEMS`` items' worth is a regression, so a near-tie or two flipping on another CPU is not.
+  Fidelity (cosine, neighbour agreement) is judged on the absolute ``FIDELITY_TOL``. A figure the baseline
+  scored and the run did not is a regression.
 """
 
 from __future__ import annotations
@@ -13,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 from .env import env_difference
@@ -22,6 +36,11 @@ from .records import FAILED, RecordError, latest_by_case, read_records
 __all__ = [
     "CASE_KEYS",
     "DETERMINISTIC",
+    "FIDELITY",
+    "FIDELITY_TOL",
+    "LEGEND",
+    "QUALITY",
+    "QUALITY_ITEMS",
     "CaseResult",
     "CompareError",
     "Comparison",
@@ -29,6 +48,7 @@ __all__ = [
     "compare_latency",
     "compare_records",
     "compare_runs",
+    "eval_items",
 ]
 
 log = logging.getLogger("bench.compare")
@@ -36,13 +56,26 @@ log = logging.getLogger("bench.compare")
 DEFAULT_THRESHOLD = 0.10
 # Figures that the same code on the same machine reproduces bit for bit: any change is reported.
 DETERMINISTIC = ("sparsity_actual", "params", "size_bytes", "size_compressed_bytes", "flops_ratio")
-# Quality is deterministic up to float summation order: an absolute drop beyond this is a regression.
-QUALITY_TOL = 1e-4
-QUALITY = ("quality_cosine", "quality_knn_agreement", "quality_probe_acc", "quality_knn_acc", "quality_r1",
-           "quality_mrr10", "quality_spearman")
+# Task metrics: means of per-item scores over n evaluation items, so one item moves them by 1/n (0.004 at n = 250).
+QUALITY = ("quality_probe_acc", "quality_knn_acc", "quality_r1", "quality_mrr10", "quality_spearman")
+QUALITY_ITEMS = 2  # a task metric regresses when it drops by more than this many items' worth (2/n)
+# Fidelity to dense: cosine is float-rounding deterministic (~1e-6 across kernels); neighbour agreement moves by
+# 1/(k n) = 4e-4 per swapped neighbour (k = 10, n = 250): the tolerance lets two swaps through, not a real loss.
+FIDELITY = ("quality_cosine", "quality_knn_agreement")
+FIDELITY_TOL = 1e-3
 # The fields of the case definition a record carries (the fingerprint hashes them and the environment).
 CASE_KEYS = ("model", "method", "scope", "norm", "allocation", "sparsity_target", "runtime", "device", "dtype",
              "threads", "batch", "seq_len", "baseline")
+RERECORD = "if the change is intended, re-record the baseline (the command in its command.txt)"
+LEGEND = (
+    "Rules: a lost case (in the baseline, not in the run), a newly failed or newly skipped case, and a crashed "
+    "run are regressions; an intended plan change re-records the baseline. A latency ratio regresses when it is "
+    "worse by at least {threshold:.0%} AND its 95% CI does not overlap the baseline's; a ratio without a CI "
+    "cannot be judged and is a regression. mem_ratio regresses when worse by more than {threshold:.0%}. "
+    "Sparsity, parameters, sizes and FLOP ratio must match exactly. Quality is compared on the same data only "
+    "(a different quality_split is a regression: re-record the baseline); a task metric regresses when it drops "
+    f"by more than {QUALITY_ITEMS} evaluation items' worth ({QUALITY_ITEMS}/n), fidelity (cosine, neighbour "
+    f"agreement) when it drops by more than {FIDELITY_TOL:g}.")
 
 
 class CompareError(RecordError):
@@ -53,22 +86,30 @@ def _num(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def eval_items(split: str | None) -> int | None:
+    """The number of evaluation items a ``quality_split`` line names (``eval=N`` or ``pairs=N``), else None."""
+    m = re.search(r"\b(?:eval|pairs)=(\d+)\b", split or "")
+    return int(m.group(1)) if m and int(m.group(1)) > 0 else None
+
+
 def compare_latency(base: tuple[float, float, float], run: tuple[float, float, float],
                     threshold: float) -> tuple[float, str, str]:
     """Two-lock rule on (ratio, lo, hi) triples: returns (relative change, kind, detail).
 
-    ``kind`` is ``regression`` only when the run's ratio is worse by more than ``threshold`` AND its CI
-    lies entirely above the baseline's; ``improvement`` mirrors it; otherwise ``note`` (within noise).
+    ``kind`` is ``regression`` only when the run's ratio is worse by at least ``threshold`` AND its CI
+    lies entirely above the baseline's; ``improvement`` mirrors it; ``unjudgeable`` when either side has no
+    CI (the caller fails it: a figure the gate cannot judge never passes); otherwise ``note`` (within noise).
     """
     (b, blo, bhi), (r, rlo, rhi) = base, run
     change = r / b - 1
-    has_ci = all(_num(v) for v in (blo, bhi, rlo, rhi))
-    if change > threshold and has_ci and rlo > bhi:
+    if not all(_num(v) for v in (blo, bhi, rlo, rhi)):
+        side = "the baseline" if not (_num(blo) and _num(bhi)) else "the run"
+        return change, "unjudgeable", f"{b:.3f} → {r:.3f} ({change:+.1%}): {side} has no 95% CI, so it cannot be judged"
+    if change >= threshold - 1e-9 and rlo > bhi:
         return change, "regression", f"{b:.3f} → {r:.3f} ({change:+.1%}, CIs disjoint)"
-    if change < -threshold and has_ci and rhi < blo:
+    if change <= -threshold + 1e-9 and rhi < blo:
         return change, "improvement", f"{b:.3f} → {r:.3f} ({change:+.1%}, CIs disjoint)"
-    why = ("no CI" if not has_ci else "CIs overlap" if not (rlo > bhi or rhi < blo)
-           else f"within the {threshold:.0%} threshold")
+    why = "CIs overlap" if not (rlo > bhi or rhi < blo) else f"within the {threshold:.0%} threshold"
     return change, "note", f"{b:.3f} → {r:.3f} ({change:+.1%}, {why})"
 
 
@@ -80,65 +121,95 @@ def _same(a, b, figure: str) -> bool:
     return a == b
 
 
-def _compare_ok(base: dict, run: dict, threshold: float, res: CaseResult, timing: bool = True,
-                figures: bool = True) -> None:
-    """Both cases succeeded: latency (two locks), deterministic figures (exact), quality, memory.
-    ``timing=False`` compares only what does not depend on the machine (deterministic figures, quality);
-    ``figures=False`` only the timing ratios."""
-    trip = [base.get(k) for k in ("latency_ratio", "latency_ratio_lo", "latency_ratio_hi")]
-    trip_r = [run.get(k) for k in ("latency_ratio", "latency_ratio_lo", "latency_ratio_hi")]
-    if timing and _num(trip[0]) and _num(trip_r[0]):
-        res.latency_baseline, res.latency_run = tuple(trip), tuple(trip_r)
-        change, kind, detail = compare_latency(tuple(trip), tuple(trip_r), threshold)
+def _compare_timing(base: dict, run: dict, threshold: float, res: CaseResult) -> None:
+    """Latency ratio (two locks; unjudgeable is a regression) and memory ratio of one case."""
+    keys = ("latency_ratio", "latency_ratio_lo", "latency_ratio_hi")
+    trip, trip_r = tuple(base.get(k) for k in keys), tuple(run.get(k) for k in keys)
+    if _num(trip[0]) and not _num(trip_r[0]):
+        res.findings.append(Finding("latency_ci", "regression", trip[0], trip_r[0],
+                                    "the baseline has a latency ratio, the run none: it cannot be judged"))
+    elif _num(trip[0]):
+        res.latency_baseline, res.latency_run = trip, trip_r
+        change, kind, detail = compare_latency(trip, trip_r, threshold)
         res.latency_change = change
-        if kind != "note" or abs(change) > threshold:
+        if kind == "unjudgeable":
+            res.findings.append(Finding("latency_ci", "regression", trip[0], trip_r[0], detail))
+        elif kind != "note" or abs(change) > threshold:
             res.findings.append(Finding("latency_ratio", kind, trip[0], trip_r[0], detail))
-    for k in DETERMINISTIC if figures else ():
-        a, b = base.get(k), run.get(k)
-        if not _same(a, b, k):
-            res.findings.append(Finding(k, "regression", a, b,
-                                        f"{a} → {b} (deterministic: must match exactly; if the change is intended, "
-                                        "re-record the baseline)"))
-    same_data = base.get("quality_split") == run.get("quality_split")
-    if figures and not same_data:
-        res.findings.append(Finding("quality_split", "note", base.get("quality_split"), run.get("quality_split"),
-                                    "quality was scored on different data: not compared (re-record the baseline "
-                                    "to track it)"))
-    for k in QUALITY if figures and same_data else ():
-        a, b = base.get(k), run.get(k)
-        if _num(a) and _num(b) and abs(a - b) > QUALITY_TOL:
-            kind = "regression" if b < a else "improvement"
-            res.findings.append(Finding(k, kind, a, b, f"{a:.6f} → {b:.6f} ({b - a:+.2g})"))
     a, b = base.get("mem_ratio"), run.get("mem_ratio")
-    if timing and _num(a) and _num(b) and a > 0:
+    if _num(a) and _num(b) and a > 0:
         change = b / a - 1
         if abs(change) > threshold:
             kind = "regression" if change > 0 else "improvement"
             res.findings.append(Finding("mem_ratio", kind, a, b, f"{a:.3f} → {b:.3f} ({change:+.1%}, single measurement)"))
 
 
+def _compare_quality(base: dict, run: dict, res: CaseResult) -> None:
+    """Quality on the same data only: task metrics in items, fidelity on an absolute tolerance (module docstring)."""
+    scored = [k for k in (*QUALITY, *FIDELITY) if _num(base.get(k))]
+    if not scored:
+        return
+    split_b, split_r = base.get("quality_split"), run.get("quality_split")
+    if split_b != split_r:
+        res.findings.append(Finding("quality_split", "regression", split_b, split_r,
+                                    f"quality was scored on different data (baseline {split_b!r}, run {split_r!r}), "
+                                    "so it cannot be compared: re-record the baseline with today's code"))
+        return
+    n = eval_items(split_r)
+    for k in scored:
+        a, b = base[k], run.get(k)
+        if not _num(b):
+            res.findings.append(Finding(k, "regression", a, b, f"scored in the baseline ({a:.4f}), not in the run"))
+        elif k in FIDELITY:
+            if abs(a - b) > FIDELITY_TOL:
+                res.findings.append(Finding(k, "regression" if b < a else "improvement", a, b,
+                                            f"{a:.6f} → {b:.6f} ({b - a:+.2g}; tolerance {FIDELITY_TOL:g})"))
+        elif n is None:
+            res.findings.append(Finding(k, "regression", a, b, f"quality_split {split_r!r} names no number of "
+                                        "evaluation items, so a drop cannot be judged in items: re-record the baseline"))
+        elif abs(a - b) * n > QUALITY_ITEMS + 1e-6:
+            res.findings.append(Finding(k, "regression" if b < a else "improvement", a, b,
+                                        f"{a:.4f} → {b:.4f} ({(b - a) * n:+.1f} of {n} items; tolerance {QUALITY_ITEMS})"))
+
+
+def _compare_ok(base: dict, run: dict, threshold: float, res: CaseResult, timing: bool = True,
+                figures: bool = True) -> None:
+    """Both cases succeeded: latency (two locks), memory, deterministic figures (exact), quality.
+    ``timing=False`` compares only what does not depend on the machine (deterministic figures, quality);
+    ``figures=False`` only the timing ratios."""
+    if timing:
+        _compare_timing(base, run, threshold, res)
+    if not figures:
+        return
+    for k in DETERMINISTIC:
+        a, b = base.get(k), run.get(k)
+        if not _same(a, b, k):
+            res.findings.append(Finding(k, "regression", a, b, f"{a} → {b} (deterministic: must match exactly; {RERECORD})"))
+    _compare_quality(base, run, res)
+
+
 def _compare_case(case_id: str, base: dict | None, run: dict | None, threshold: float, timing: bool = True,
                   figures: bool = True) -> CaseResult:
     if run is None:
-        return CaseResult(case_id, "missing", status_baseline=base.get("status"),
-                          findings=[Finding("case", "note", base.get("status"), None, "in the baseline, not in the run")])
+        return CaseResult(case_id, "regression", status_baseline=base.get("status"), findings=[Finding(
+            "case", "regression", base.get("status"), None, f"lost: in the baseline, not in the run; {RERECORD}")])
     if base is None:
-        return CaseResult(case_id, "new", status_run=run.get("status"))
+        return CaseResult(case_id, "new", status_run=run.get("status"), findings=[Finding(
+            "case", "note", None, run.get("status"), "new: not in the baseline, not judged (re-record the baseline to track it)")])
     sb, sr = base.get("status"), run.get("status")
     res = CaseResult(case_id, "unchanged", status_baseline=sb, status_run=sr)
-    if sb == "ok" and sr in FAILED:
+    if sr in FAILED and sb not in FAILED:
         res.findings.append(Finding("status", "regression", sb, sr, f"newly {sr}: {run.get('error') or '?'}"))
-    elif sb in FAILED and sr == "ok":
-        res.findings.append(Finding("status", "improvement", sb, sr, "failed in the baseline, succeeds now"))
     elif sb in FAILED and sr in FAILED:
         res.verdict = "failing"
         res.findings.append(Finding("status", "note", sb, sr, f"still {sr}: {run.get('error') or '?'}"))
-    elif sr == "skipped":
-        res.verdict = "skipped" if sb == "skipped" else "missing"
-        if sb != "skipped":
-            res.findings.append(Finding("status", "note", sb, sr, f"skipped in the run: {run.get('reason') or '?'}"))
+    elif sb in FAILED and sr == "ok":
+        res.findings.append(Finding("status", "improvement", sb, sr, "failed in the baseline, succeeds now"))
+    elif sr == "skipped" and sb != "skipped":
+        res.findings.append(Finding("status", "regression", sb, sr,
+                                    f"newly skipped ({run.get('reason') or '?'}); {RERECORD}"))
     elif sb == "skipped":
-        res.verdict = "new"
+        res.verdict = "skipped" if sr == "skipped" else "new"
     elif sb == "ok" and sr == "ok":
         _compare_ok(base, run, threshold, res, timing, figures)
     kinds = {f.kind for f in res.findings}
@@ -172,7 +243,7 @@ def _check_comparable(base: dict[str, dict], run: dict[str, dict], base_env: dic
         raise CompareError(f"cannot compare: {key} differs (baseline {a!r}, run {b!r}), so timing ratios are not "
                            f"comparable; {fix}")
     shared = [c for c in base if c in run]
-    if not shared:
+    if run and not shared:  # an empty run (crashed before its first case) is compared: every case is lost
         raise CompareError(f"no case of the run matches the baseline by case_id ({len(base)} baseline cases, "
                            f"{len(run)} run cases); run the same plan as the baseline")
     for cid in shared:
@@ -205,7 +276,8 @@ def compare_records(baseline: list[dict], run: list[dict], threshold: float = DE
     _check_comparable(b, r, b_env, r_env, fix, check_env)
     ids = list(b) + [c for c in r if c not in b]
     cases = [_compare_case(cid, b.get(cid), r.get(cid), threshold, timing, figures) for cid in ids]
-    return Comparison(str(baseline_dir), str(run_dir), threshold, cases, b_env.get("git_sha"), r_env.get("git_sha"))
+    return Comparison(str(baseline_dir), str(run_dir), threshold, cases, b_env.get("git_sha"), r_env.get("git_sha"),
+                      LEGEND.format(threshold=threshold))
 
 
 def compare_runs(baseline_dir: Path | str, run_dir: Path | str, threshold: float = DEFAULT_THRESHOLD) -> Comparison:

@@ -31,7 +31,7 @@ class CaseResult:
     """The comparison of one case_id: its verdict and the findings behind it."""
 
     case_id: str
-    verdict: str  # regression | improved | unchanged | new | missing | failing | skipped
+    verdict: str  # regression | improved | unchanged | new | failing | skipped (a lost case is a regression)
     status_baseline: str | None = None
     status_run: str | None = None
     latency_baseline: tuple[float, float, float] | None = None
@@ -54,6 +54,7 @@ class Comparison:
     cases: list[CaseResult]
     baseline_sha: str | None = None
     run_sha: str | None = None
+    legend: str = ""  # the rules the findings follow (bench.compare.LEGEND), printed under the counts
 
     @property
     def regressions(self) -> list[CaseResult]:
@@ -94,9 +95,7 @@ class Comparison:
             f"## prunebench compare: {head}",
             "",
             f"Baseline `{self.baseline_dir}` (git {self.baseline_sha or '?'}) vs run `{self.run_dir}` (git "
-            f"{self.run_sha or '?'}): {counts}. A latency ratio regresses only when it is worse by more than "
-            f"{self.threshold:.0%} AND its 95% CI does not overlap the baseline's; sparsity, parameters, sizes and "
-            "FLOP ratio must match exactly; a newly failing case is a regression.",
+            f"{self.run_sha or '?'}): {counts or 'no cases'}. {self.legend}".rstrip(),
             "",
         ]
         rows = []

@@ -3,75 +3,47 @@
 Two halves (DESIGN.md, "Regression tracking in CI"):
 
 - **Machine-independent figures** (achieved sparsity, parameters, sizes, FLOP ratio, quality on fixed
-  data, case status) are compared with the committed baseline, wherever it was recorded.
+  data, case status) of *every* candidate round are compared with the committed baseline, wherever it
+  was recorded (the rules of ``bench.compare``): a case lost, newly failed or newly skipped in any round,
+  or a quality split that differs from the baseline's (re-record the baseline), is a regression.
 - **Timing ratios** are compared only with figures measured on this machine in this job: the gate
   measures the baseline itself, as asv continuous does. A matching CPU name is not the same machine:
   with the committed baseline's environment equal to this one ("AMD EPYC", same torch), its committed
   torch-masked ratio of 1.146 [1.141, 1.156] met 1.265 [1.216, 1.287] here, on code whose ratio
-  measured in the same job was unchanged. The baseline's
-  recorded commit is exported from git (``git archive``) and installed into its own virtual
-  environment (cached by commit and constraints), runs the baseline's own command, and the two runs
+  measured in the same job was unchanged. The baseline's recorded commit is exported and installed into
+  its own virtual environment (``bench.gate_sides``), runs the baseline's own command, and the two runs
   alternate (baseline, candidate, baseline, candidate, ...) so that a drift of the machine during the
-  job lands on both sides. A latency regression counts only when every round's pair shows it (each
-  pair under the two-lock rule of ``bench.compare``).
+  job lands on both sides. A latency or memory ratio regression counts only when every round's pair
+  shows it (each pair under the rules of ``bench.compare``); a latency ratio that cannot be judged (no
+  CI, or none in the candidate) in any round is a regression.
+- **Crashes**: a candidate run that crashed (``bench.gate_sides``: an exit other than 0, or 1 with a
+  failed case; killed; stopped at the timeout) is a regression, named with its exit code and last error
+  line; a baseline run that crashed here means the gate cannot measure timing (exit 2).
 
 Exit 0: no regression; 1: a regression; 2: the gate cannot run (one line saying why and the fix).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import shlex
-import shutil
-import subprocess
-import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .compare import CompareError, Comparison, compare_records
+from .compare import Comparison, compare_records
 from .env import env_difference, environment
+from .gate_sides import GateError, Side, baseline_side, candidate_side
 from .records import read_records
 
 __all__ = ["GateError", "GateResult", "Side", "baseline_side", "candidate_side", "run_gate"]
 
 log = logging.getLogger("bench.gate")
 
-
-class GateError(CompareError):
-    """The gate cannot run (exit 2); the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class Side:
-    """How to run one side of the gate: a command prefix (``... run``) and the directory it runs in."""
-
-    name: str  # baseline | candidate
-    prefix: tuple[str, ...]  # e.g. (python, -m, bench.cli)
-    cwd: Path
-    env: dict[str, str] | None = None
-
-    def run(self, args: list[str], out: Path, timeout_s: float) -> Path:
-        """Run ``prunebench <args> --out out``; a run whose cases failed still returns its directory."""
-        cmd = [*self.prefix, *args, "--out", str(out)]
-        log.warning("gate: %s run: %s", self.name, shlex.join(cmd))
-        t0 = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise GateError(f"the {self.name} run took longer than {timeout_s:.0f}s and was stopped; "
-                            "raise --run-timeout or shrink the CI plan") from None
-        log.warning("gate: %s run ended (exit %s) in %.0fs", self.name, proc.returncode, time.perf_counter() - t0)
-        if not (out / "records.jsonl").is_file():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise GateError(f"the {self.name} run wrote no records (exit {proc.returncode}: {tail[0][:200]}); "
-                            f"run `{shlex.join(cmd)}` by hand to see why")
-        return out
+SLOWER = ("latency_ratio", "mem_ratio")  # a regression of these counts only when every round shows it
+UNJUDGED = ("latency_ci",)  # a latency ratio that cannot be judged: a regression in any round
 
 
 @dataclass
@@ -80,21 +52,33 @@ class GateResult:
 
     path: str  # "committed baseline" | "same-machine baseline"
     why: str
-    figures: Comparison  # machine-independent figures vs the committed baseline
+    figures: Comparison  # machine-independent figures of candidate round 1 vs the committed baseline
     timing: list[Comparison] = field(default_factory=list)  # one per round (baseline_i vs candidate_i)
-    timing_regressions: list[str] = field(default_factory=list)  # case ids slower in every round
+    timing_regressions: list[str] = field(default_factory=list)  # case ids slower (latency or memory) in every round
     seconds: dict[str, float] = field(default_factory=dict)
+    later_figures: list[Comparison] = field(default_factory=list)  # candidate rounds 2.. vs the committed baseline
+    crashes: list[str] = field(default_factory=list)  # one line per crashed candidate run
+    unjudged: list[str] = field(default_factory=list)  # case ids whose latency ratio could not be judged in a round
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.figures.regressions or self.timing_regressions else 0
+        figures = any(c.regressions for c in (self.figures, *self.later_figures))
+        return 1 if figures or self.timing_regressions or self.crashes or self.unjudged else 0
 
     def to_markdown(self) -> str:
         lines = [f"# prunebench gate: {'**REGRESSION**' if self.exit_code else 'no regression'}", "",
                  f"Timing compared against the **{self.path}**: {self.why}", ""]
+        lines += [f"Crashed: {c}" for c in self.crashes] + ([""] if self.crashes else [])
         if self.timing_regressions:
             lines += ["Slower in every round: " + ", ".join(f"`{c}`" for c in self.timing_regressions), ""]
+        if self.unjudged:
+            lines += ["Latency not judgeable (no CI) in a round: " + ", ".join(f"`{c}`" for c in self.unjudged), ""]
         lines += ["## Machine-independent figures vs the committed baseline", "", self.figures.to_markdown(), ""]
+        for i, comp in enumerate(self.later_figures, 2):
+            found = [f"- **regression**: `{c.case_id}` {f.figure}: {f.detail}" for c in comp.regressions
+                     for f in c.findings if f.kind == "regression"]
+            lines += [f"Candidate round {i} vs the committed baseline: "
+                      + (f"{len(comp.regressions)} regressions" if found else "no regression"), "", *found, ""]
         for i, comp in enumerate(self.timing, 1):
             title = "Timing" if len(self.timing) == 1 else f"Timing, round {i} of {len(self.timing)}"
             lines += [f"## {title}", "", comp.to_markdown(), ""]
@@ -129,98 +113,14 @@ def _baseline_files(baseline_dir: Path) -> tuple[list[dict], dict, list[str]]:
     return records, env, args
 
 
-def _git(repo: Path, *args: str) -> str:
-    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise GateError(f"git {' '.join(args)} failed in {repo}: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-    return proc.stdout.strip()
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("PRUNEBENCH_GATE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prunebench" / "gate"
-    return Path(root)
-
-
-def _clean_env() -> dict[str, str]:
-    """This process's environment less what would steer the baseline's install or imports to this checkout."""
-    drop = ("PYTHONPATH", "PIP_CONSTRAINT", "VIRTUAL_ENV", "PYTHONHOME", "TOX_ENV_DIR", "TOX_ENV_NAME")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return env
-
-
-def _export(repo: Path, sha: str, dest: Path) -> None:
-    """The files of commit ``sha`` in ``dest`` (a plain export: it outlives the clone it came from)."""
-    tmp = Path(tempfile.mkdtemp(prefix="src-", dir=dest.parent))
-    archive = tmp / "src.tar"
-    with open(archive, "wb") as fh:
-        proc = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", sha], stdout=fh, stderr=subprocess.PIPE)
-    if proc.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise GateError(f"git archive {sha} failed: {proc.stderr.decode(errors='replace').strip()[-200:]}")
-    with tarfile.open(archive) as tar:
-        tar.extractall(tmp / "src", filter="data")
-    archive.unlink()
-    (tmp / "src").rename(dest)
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def baseline_side(repo: Path, sha: str, extras: str, python: str | None = None) -> Side:
-    """The baseline's commit, exported and installed into its own cached virtual environment.
-
-    ``python`` skips the install: the export runs on that interpreter with PYTHONPATH set to it (for a
-    machine that already has the baseline's dependencies, and for the tests)."""
-    try:
-        full = _git(repo, "rev-parse", "--verify", f"{sha}^{{commit}}")
-    except GateError:
-        raise GateError(f"the baseline's commit {sha} (results/baseline/env.json git_sha) is not in this clone; "
-                        "fetch the full history (git fetch --unshallow) so the gate can measure it") from None
-    cache = _cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
-    src = cache / f"src-{full[:12]}"
-    if not (src / "pyproject.toml").is_file():
-        shutil.rmtree(src, ignore_errors=True)
-        _export(repo, full, src)
-    env = _clean_env()
-    if python is not None:
-        env["PYTHONPATH"] = str(src)
-        return Side("baseline", (python, "-m", "bench.cli"), src, env)
-    constraints = src / "constraints.txt"
-    key = hashlib.sha256((constraints.read_bytes() if constraints.is_file() else b"") + extras.encode()).hexdigest()[:8]
-    venv = cache / f"venv-{full[:12]}-{key}"
-    py = venv / "bin" / "python"
-    if not (venv / ".installed").is_file():
-        shutil.rmtree(venv, ignore_errors=True)
-        log.warning("gate: installing the baseline's commit %s into %s (once; cached)", full[:12], venv)
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        target = f"{src}[{extras}]" if extras else str(src)
-        pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", target]
-        pip += ["-c", str(constraints)] if constraints.is_file() else []
-        proc = subprocess.run(pip, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise GateError(f"installing the baseline's commit {full[:12]} failed "
-                            f"({(proc.stderr.strip().splitlines() or ['?'])[-1][:200]}); fix its constraints or "
-                            "re-record the baseline on a commit that installs")
-        (venv / ".installed").write_text(f"{full}\n{time.perf_counter() - t0:.0f}s\n")
-    return Side("baseline", (str(py), "-m", "bench.cli"), src, env)
-
-
-def candidate_side(repo: Path, prefix: tuple[str, ...] | None = None) -> Side:
-    """This checkout, on this interpreter."""
-    env = {**os.environ, "PYTHONPATH": str(repo)}
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    return Side("candidate", prefix or (sys.executable, "-m", "bench.cli"), repo, env)
-
-
-def _always_slower(rounds: list[Comparison]) -> list[str]:
-    """Case ids whose latency ratio regressed in every round (a drift during one round flags one pair only)."""
-    slow = None
+def _flagged(rounds: list[Comparison], figures: tuple[str, ...], every: bool) -> list[str]:
+    """Case ids with a regression of one of ``figures`` in every round (``every``; a drift during one round
+    flags one pair only) or in any round."""
+    found = None
     for comp in rounds:
-        ids = {c.case_id for c in comp.cases if any(f.figure == "latency_ratio" and f.kind == "regression" for f in c.findings)}
-        slow = ids if slow is None else slow & ids
-    return sorted(slow or ())
+        ids = {c.case_id for c in comp.cases if any(f.figure in figures and f.kind == "regression" for f in c.findings)}
+        found = ids if found is None else (found & ids if every else found | ids)
+    return sorted(found or ())
 
 
 def run_gate(baseline_dir: Path | str = "results/baseline", *, repo: Path | str = ".", threshold: float = 0.10,
@@ -241,22 +141,35 @@ def run_gate(baseline_dir: Path | str = "results/baseline", *, repo: Path | str 
     work.mkdir(parents=True, exist_ok=True)
     cand = candidate_side(repo, candidate_prefix)
     seconds: dict[str, float] = {}
+    crashes: list[str] = []
+    figures: list[Comparison] = []
 
     def timed_run(side: Side, name: str) -> list[dict]:
         t0 = time.perf_counter()
-        out = side.run(args, work / name, run_timeout_s)
+        done = side.run(args, work / name, run_timeout_s)
         seconds[name] = time.perf_counter() - t0
-        return read_records(out / "records.jsonl")
+        crash = done.crash()
+        if crash and side.name == "baseline":
+            raise GateError(f"{crash}; the gate cannot measure the baseline's commit here: run "
+                            f"`prunebench {shlex.join(args)}` on that commit by hand to see why")
+        if crash:
+            crashes.append(f"{name}: {crash}")
+        records = done.records()
+        if side.name == "candidate":  # every candidate round's cases and figures vs the committed baseline
+            figures.append(compare_records(base_records, records, threshold, baseline_dir=str(baseline_dir),
+                                           run_dir=name, check_env=False, timing=False))
+        return records
+
+    def result(path: str, why: str, timing: list[Comparison]) -> GateResult:
+        return GateResult(path, why, figures[0], timing, _flagged(timing, SLOWER, every=True), seconds, figures[1:],
+                          crashes, _flagged(timing, UNJUDGED, every=False))
 
     if diff is None and committed_timing:
         why = (f"it was recorded in this environment ({current_env.get('cpu')}, torch {current_env.get('torch')}), "
                "so its ratios are compared as they are.")
         run = timed_run(cand, "candidate")
-        figures = compare_records(base_records, run, threshold, baseline_dir=str(baseline_dir), run_dir="candidate",
-                                  check_env=False, timing=False)
-        timing = compare_records(base_records, run, threshold, baseline_dir=str(baseline_dir), run_dir="candidate",
-                                 figures=False)
-        return GateResult("committed baseline", why, figures, [timing], _always_slower([timing]), seconds)
+        return result("committed baseline", why, [compare_records(
+            base_records, run, threshold, baseline_dir=str(baseline_dir), run_dir="candidate", figures=False)])
 
     key, a, b = diff if diff else ("nothing", None, None)
     why = (f"the committed baseline's {key} differs (baseline {a!r}, here {b!r}), so its commit "
@@ -271,13 +184,10 @@ def run_gate(baseline_dir: Path | str = "results/baseline", *, repo: Path | str 
     extras = "onnx" if base_env.get("onnxruntime") else ""
     base_side = baseline_side(repo, sha, extras, baseline_python)
     seconds["baseline install"] = time.perf_counter() - t0
-    timing, figures = [], None
+    timing = []
     for i in range(1, rounds + 1):
         a_run = timed_run(base_side, f"baseline-{i}")
         b_run = timed_run(cand, f"candidate-{i}")
-        if figures is None:
-            figures = compare_records(base_records, b_run, threshold, baseline_dir=str(baseline_dir),
-                                      run_dir="candidate-1", check_env=False, timing=False)
         timing.append(compare_records(a_run, b_run, threshold, baseline_dir=f"baseline-{i} (commit {sha}, here)",
                                       run_dir=f"candidate-{i}", check_env=False, figures=False))
-    return GateResult("same-machine baseline", why, figures, timing, _always_slower(timing), seconds)
+    return result("same-machine baseline", why, timing)

@@ -1,11 +1,15 @@
-"""A test-only runtime that plants a known slowdown, to check that the regression gate catches it.
+"""Planted slowdowns, to check that the regression gate catches them.
+
+:func:`plant_records` is the deterministic one the tests use: a copy of a run directory whose matching
+cases carry a latency ratio (and its CI) worse by a stated factor, so a test cannot pass or fail by
+machine load. The runtime below plants one in real timing, for checking the gate by hand.
 
 It replaces ``torch-dense`` (same name, so case ids match a normal run's) with torch-dense plus extra
 compute after every forward of a *pruned* variant, calibrated at prepare time to ``extra`` x that
 forward's own CPU time: the paired latency ratio of each pruned case rises by about ``extra``, while
 the dense baseline is untouched. It models a regression in how pruned variants execute (e.g.
 hooks left on).
-It never ships in the product's runtime list: tests install it, and so does this script:
+It never ships in the product's runtime list: ``install`` registers it, and so does this script:
 
     python tests/planted_slowdown.py 0.10 run --plan bench/plans/ci.toml --no-memory --out /tmp/planted10
     prunebench compare results/baseline /tmp/planted10
@@ -13,8 +17,11 @@ It never ships in the product's runtime list: tests install it, and so does this
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
+import json
 import shlex
+import shutil
 import statistics
 import sys
 import time
@@ -29,6 +36,26 @@ from bench.runtimes import Runner, Variant
 from bench.runtimes import torch_dense as _dense
 
 MODULE = "bench.runtimes._planted_slowdown"
+PRUNED_DENSE = "*/torch-dense/*"  # pattern of the cases the plants slow down (dense@ cases excluded below)
+
+
+def plant_records(src: Path, dst: Path, factor: float, pattern: str = PRUNED_DENSE, ci: float | None = None) -> Path:
+    """A copy of run directory ``src`` at ``dst`` whose pruned cases matching ``pattern`` have latency_ratio and
+    its CI multiplied by ``factor`` (the latency they report, slower by construction). ``ci`` first sets every
+    case's CI to ratio x (1 -+ ci), so the plant is judged the same whatever CI the source run measured."""
+    shutil.copytree(src, dst)
+    lines = (dst / "records.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines if x.strip()]
+    for r in recs:
+        if r.get("latency_ratio") is None:
+            continue
+        if ci is not None:
+            r["latency_ratio_lo"], r["latency_ratio_hi"] = r["latency_ratio"] * (1 - ci), r["latency_ratio"] * (1 + ci)
+        if fnmatch.fnmatchcase(r["case_id"], pattern) and "/dense@" not in r["case_id"]:
+            for k in ("latency_ratio", "latency_ratio_lo", "latency_ratio_hi"):
+                r[k] *= factor
+    (dst / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return dst
 EXTRA = 0.15  # fraction of each pruned forward's time spent in extra work
 
 
