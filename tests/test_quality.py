@@ -12,7 +12,7 @@ import torch
 from bench.data.corpus import splits
 from bench.data.evalfile import EvalFileError, load_eval_file
 from bench.measure.quality import METRICS, EvalTask, QualityMeter, corpus_task, embed_texts, file_task, task_items
-from bench.measure.stats import estimates
+from bench.measure.stats import estimates, knn_vote, retrieval_scores
 from bench.records import Record, read_records
 from bench.report.quality import quality_columns, quality_verdict
 from pruning import PruneRecipe, apply
@@ -136,6 +136,58 @@ def test_planted_signal_scores_perfectly_and_noise_drops_measurably():
     for name in ("probe_acc", "knn_acc", "r1", "mrr10"):
         assert drop[name].drop_lo > 0 and drop[name].measurable_drop, name
         assert drop[name].drop == pytest.approx(dense[name].value - drop[name].value)
+
+
+def _collapsed(kind: str, like: dict) -> dict:
+    rng = np.random.default_rng(7)
+    make = {"zero": lambda t: torch.zeros_like(t), "constant": lambda t: torch.ones_like(t) * 0.3,
+            "random": lambda t: torch.tensor(rng.normal(size=tuple(t.shape)), dtype=torch.float32)}[kind]
+    return {k: make(v) for k, v in like.items()}
+
+
+@pytest.mark.parametrize("kind", ["zero", "constant", "random"])
+def test_a_collapsed_model_scores_chance_on_every_task_metric_and_fails_the_floor(kind):
+    """Chance: R@1 = 1/n, MRR@10 = H(10)/n for n documents; accuracy: the eval majority-class rate; Spearman 0.
+    Zero and constant embeddings tie everything, so they score chance exactly (ties are never hits); random
+    ones score near it. Before ties counted, zero embeddings scored R@1 = MRR = 1.0."""
+    from bench.frontier import meets, parse_floor
+
+    n_eval = 60
+    task, good, _ = _planted(n_eval=n_eval, classes=4)
+    y_ev = np.asarray(task.eval_labels)
+    majority = np.bincount(y_ev).max() / len(y_ev)
+    items = task_items(task, _collapsed(kind, good))
+    r1, mrr = 1 / n_eval, sum(1 / r for r in range(1, 11)) / n_eval
+    if kind == "random":  # a draw: near chance, far below the planted model's 1.0
+        assert items["r1"].mean() <= 5 * r1 and items["mrr10"].mean() <= 3 * mrr
+        assert items["probe_acc"].mean() <= majority + 0.15 and items["knn_acc"].mean() <= majority + 0.15
+    else:
+        assert items["r1"].mean() == pytest.approx(r1) and items["mrr10"].mean() == pytest.approx(mrr)
+        assert items["probe_acc"].mean() <= majority + 1e-9 and items["knn_acc"].mean() <= majority + 1e-9
+    figures = estimates(items, task_items(task, good), resamples=200)
+    for floor in ("r@1>=-0.02", "mrr>=-0.02", "probe>=-0.02", "knn>=-0.02"):
+        assert not meets(parse_floor(floor), figures)[0], floor
+    pairs = EvalTask("pairs", "planted pairs", {"s1": ("x",) * 5, "s2": ("y",) * 5}, scores=(4.5, 0.5, 4.0, 3.5, 0.0))
+    s = {k: torch.ones(5, 4) * (0 if kind == "zero" else 0.3) for k in ("s1", "s2")}
+    if kind == "random":
+        s = {k: torch.tensor(np.random.default_rng(i).normal(size=(5, 4)), dtype=torch.float32) for i, k in enumerate(("s1", "s2"))}
+    est = estimates(task_items(pairs, s), resamples=100)["spearman"]
+    assert np.isfinite(est.value) and (est.value == 0.0 if kind != "random" else abs(est.value) <= 1)
+
+
+def test_retrieval_splits_ties_a_duplicated_document_halves_the_hit():
+    docs = torch.tensor(np.random.default_rng(0).normal(size=(20, 8)), dtype=torch.float32)
+    docs[1] = docs[0]  # two articles with the same body
+    r1, rr = retrieval_scores(docs, docs)
+    assert (r1[0], r1[1], rr[0]) == (0.5, 0.5, 0.75) and (r1[2:] == 1.0).all()
+
+
+def test_knn_vote_under_ties_does_not_depend_on_the_order_of_the_train_items():
+    """With every similarity tied, the k nearest are all of them in equal share: the vote is the train set's
+    class proportions (majority 0), whatever order the items come in (the old vote took the first k)."""
+    y = np.array([1] * 10 + [0] * 30 + [2] * 20)
+    for order in (y, y[::-1], np.sort(y)[::-1]):
+        assert (knn_vote(torch.ones(60, 4), order, torch.ones(7, 4), 10, 3) == 0).all()
 
 
 def test_the_paired_drop_ci_is_narrower_than_the_unpaired_figures():
