@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data.corpus import splits
+from bench.data.corpus import articles, content_key, splits, unique_articles
 from bench.data.evalfile import EvalFileError, load_eval_file
 from bench.measure.quality import METRICS, EvalTask, QualityMeter, corpus_task, embed_texts, file_task, task_items
 from bench.measure.stats import estimates, knn_vote, retrieval_scores
@@ -19,21 +19,38 @@ from pruning import PruneRecipe, apply
 
 from .forked_cli import run_many
 
-SMALL = dict(probe_train=40, eval=30)  # a reduced split: seconds, not minutes
+SMALL = dict(probe_train=40, eval=30)  # a reduced split (eval: each held-out split's size): seconds, not minutes
+SMALL_SPLITS = dict(probe_train=40, selection=30, report=30)  # the same split, as bench.data.corpus.splits sizes it
 
 
 # -- the split ------------------------------------------------------------------------------------
-def test_corpus_split_is_disjoint_stratified_and_seeded():
-    s = splits(0, **SMALL)
-    ids = [{a.id for a in part} for part in (s.calibration, s.probe_train, s.eval)]
-    assert sum(map(len, ids)) == len(set().union(*ids))  # no article in two splits
-    assert {a.topic for a in s.eval} == {a.topic for a in s.probe_train} and len({a.topic for a in s.eval}) == 5
-    assert splits(0, **SMALL).digest == s.digest and splits(1, **SMALL).digest != s.digest
-    # the calibration set (recovery, data-aware pruning) does not move with the quality split's sizes
+def test_corpus_split_is_disjoint_by_content_stratified_and_seeded():
+    """No text is in two splits (nor twice in one): the corpus's exact duplicates (tech/176 = tech/132, tech/285 =
+    tech/304, ...) are dropped before splitting; ids alone were disjoint before, with copies across splits."""
+    s = splits(0, **SMALL_SPLITS)
+    parts = (s.calibration, s.probe_train, s.selection, s.report)
+    keys = [content_key(a) for part in parts for a in part]
+    assert len(keys) == len(set(keys))
+    s_full = splits(0)
+    full_keys = [content_key(a) for part in (s_full.calibration, s_full.probe_train, s_full.selection, s_full.report)
+                 for a in part]
+    assert len(full_keys) == len(set(full_keys)) and len(full_keys) == 256 + 1000 + 250 + 250
+    arts = {a.id: a for a in articles()}
+    assert content_key(arts["tech/176"]) == content_key(arts["tech/132"])  # the corpus does hold copies
+    kept = {a.id for a in unique_articles()}
+    assert len(kept) < len(arts) and ("tech/132" in kept) != ("tech/176" in kept)
+    assert {a.topic for a in s.report} == {a.topic for a in s.probe_train} == {a.topic for a in s.selection}
+    assert len({a.topic for a in s.report}) == 5
+    assert splits(0, **SMALL_SPLITS).digest == s.digest and splits(1, **SMALL_SPLITS).digest != s.digest
+    # the calibration set (recovery, data-aware pruning) and the held-out sets do not move with the probe-train size
     assert [a.id for a in splits(0).calibration] == [a.id for a in s.calibration]
-    task = corpus_task(0, **SMALL)
-    assert task.split.startswith("bbc-news seed=0") and s.digest in task.split
-    assert task.texts["title"][0] == s.eval[0].title and task.texts["body"][0] == s.eval[0].body
+    assert [a.id for a in splits(0, probe_train=90, selection=30, report=30).report] == [a.id for a in s.report]
+    task, select = corpus_task(0, **SMALL), corpus_task(0, **SMALL, split="selection")
+    assert task.split.startswith(f"bbc-news dedup=content unique={len(kept)}/{len(arts)} seed=0") and s.digest in task.split
+    assert "selection=30 report=30 scored=report" in task.split and "scored=selection" in select.split
+    assert task.texts["title"][0] == s.report[0].title and task.texts["body"][0] == s.report[0].body
+    assert select.texts["title"][0] == s.selection[0].title and not set(select.texts["body"]) & set(task.texts["body"])
+    assert len(corpus_task().texts["eval"]) == 250
 
 
 # -- scoring on a tiny model ----------------------------------------------------------------------------
