@@ -79,19 +79,24 @@ def test_same_seed_same_accuracy_and_an_identical_variant_drops_exactly_zero(tin
     assert a.figures["knn_agreement"].value == 1.0
 
 
-def test_cis_contain_the_point_estimates_of_a_pruned_variant(tiny):
+def test_a_pruned_variants_drop_is_paired_with_dense_on_the_same_report_items(tiny):
+    """The drop is dense's figure minus the variant's on the same items (dense scored alone gives that figure),
+    the record fields exist in Record, and a figure scored on other items is refused rather than paired."""
     task = corpus_task(0, **SMALL)
     pruned = apply(tiny.fresh(), PruneRecipe("global-l1", 0.7)).eval()
-    res = _measure(tiny, {"dense": tiny.model, "variant": pruned}, task)
-    for name, est in res.figures.items():
-        assert est.lo <= est.value <= est.hi, name
-        if est.drop is not None:
-            assert est.drop_lo <= est.drop <= est.drop_hi, name
+    meter = QualityMeter(resamples=200)
+    res = _measure(tiny, {"dense": tiny.model, "variant": pruned}, task, meter)
+    alone = meter.measure("dense", "dense", {"dense": tiny.model}.__getitem__, tiny.encode, task, 16)
+    for name in ("probe_acc", "knn_acc", "r1", "mrr10"):
+        est = res.figures[name]
+        assert est.drop == pytest.approx(alone.figures[name].value - est.value, abs=1e-12), name
     assert res.figures["cosine"].value < 1.0
     fields = res.record_fields()
     assert set(fields) <= {f.name for f in dataclasses.fields(Record)}
-    assert fields["quality_split"] == task.split and fields["quality_max_len"] == 16
+    assert fields["quality_split"] == task.split and "scored=report" in fields["quality_split"] and fields["quality_max_len"] == 16
     assert {"quality_r1_drop_lo", "quality_probe_acc_hi", "quality_knn_drop", "quality_mrr10", "quality_seconds"} <= set(fields)
+    with pytest.raises(ValueError, match="different items"):
+        estimates({"r1": np.zeros(5)}, {"r1": np.zeros(6)})
 
 
 def test_meter_embeds_each_model_once_per_run(tiny):

@@ -256,6 +256,7 @@ def test_quality_study_scores_each_recipe_once_and_refuses_a_bad_grid(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "o" / "study.jsonl").read_text().splitlines()]
     assert [r["recipe"] for r in rows] == ["heads+ffn@0.50", "heads+ffn[lstsq,cal16]@0.50"]
     assert all(r["status"] == "ok" and 0 < r["quality_cosine"] <= 1 for r in rows) and rows[1]["ridge_grid"] == [0.3]
+    assert all("scored=selection" in r["quality_split"] for r in rows)  # chosen on selection, never on report
     assert rows[1]["quality_cosine"] != rows[0]["quality_cosine"]
     report = (tmp_path / "o" / "report.md").read_text()
     assert "python -m bench.study --plan" in report and "| heads+ffn[lstsq,cal16]@0.50 | ok |" in report
