@@ -18,8 +18,9 @@ log = logging.getLogger("bench.commands")
 
 
 def frontier_command(a: argparse.Namespace) -> int:
-    """Bisect each method's sparsity on held-out quality against the floor, then time what was found."""
-    from .frontier import parse_floor, save, search
+    """Search each method's reachable sparsities on the selection split against the floor, then time what was found
+    (the timed run reports quality on the report split)."""
+    from .frontier import levels, parse_floor, save, search
     from .plan import builtin_plan
 
     floors = parse_floor(a.floor)
@@ -47,8 +48,12 @@ def frontier_command(a: argparse.Namespace) -> int:
     out = out_dir(a.out, run_id)
     command = command_line()
     loaded = load_model(models[0])
-    meter, task = QualityMeter(), corpus_task()
+    meter, task = QualityMeter(), corpus_task(split="selection")
     dense_key = (models[0], PruneRecipe("dense"), "float32")
+    from pruning.targets import discover
+
+    shape = discover(loaded.model)
+    heads, neurons = [t.num_heads for t in shape.attention], [t.neurons for t in shape.ffn]
 
     def net(key):
         return loaded.model if key == dense_key else bake(build_masked(loaded, key[1])[0]).eval()
@@ -59,11 +64,15 @@ def frontier_command(a: argparse.Namespace) -> int:
 
     points = []
     for m in methods:
-        point = search(lambda s, m=m: PruneRecipe(m, s, **data), score, floors, a.max_sparsity, a.steps, m)
-        print(f"prunebench: frontier {m}: " + (f"{point.label}" if point.label else "no sparsity passes the floor")
-              + f" ({len(point.trail)} variants scored)", flush=True)
+        if not 0 < a.max_sparsity < 1:
+            raise UsageError(f"--max-sparsity {a.max_sparsity:g} must lie in (0, 1); e.g. 0.9")
+        reach = levels(m, PruneRecipe(m, 0.5, **data).allocation, heads, neurons, a.max_sparsity)
+        point = search(lambda s, m=m: PruneRecipe(m, s, **data), score, floors, reach, a.steps, m)
+        print(f"prunebench: frontier {m}: " + (f"{point.label} (achieved {point.sparsity:.3f})" if point.label
+                                               else "no sparsity passes the floor")
+              + f" ({len(point.trail)} of {len(reach)} levels scored, {point.how}, on the selection split)", flush=True)
         points.append(point)
-    save(points, floors, out / "frontier.json")
+    save(points, floors, out / "frontier.json", judged_on=task.split)
     recipes = [p.recipe for p in points if p.recipe]
     if not recipes:
         print("prunebench: nothing to time: no method stays above the floor at the sparsities tried")

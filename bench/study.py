@@ -1,8 +1,9 @@
 """Quality-only study of pruning and recovery choices: ``python -m bench.study --plan PLAN --out DIR``.
 
 Recovery changes no shape, so the latency of a recovered variant is the latency of the unrecovered one
-(the benchmark shows it); what differs is quality. This scores every distinct recipe of a plan on the
-held-out split exactly as a run does (``bench.measure.quality``: the same meter, items and bootstrap
+(the benchmark shows it); what differs is quality. A study is how recipes, defaults and ridge strengths are
+chosen, so it scores every distinct recipe of a plan on the held-out *selection* split (never the report split
+runs report on, so a choice made here does not flatter the reported figures), otherwise exactly as a run does (``bench.measure.quality``: the same meter, items and bootstrap
 CIs) without timing anything, which is what comparing importance scores, recovery fits and
 distillation budgets needs. It writes ``study.jsonl`` (one line per recipe: its fields, build seconds,
 recovery figures, quality fields), ``report.md`` (one table) and ``command.txt`` under ``--out``.
@@ -46,7 +47,7 @@ def study(plan, out: Path, ridge_grid: tuple[float, ...] | None = None, select: 
     if ridge_grid:
         recover.RIDGE_GRID = tuple(ridge_grid)
     seen, rows = set(), []
-    meter, task = QualityMeter(), corpus_task()
+    meter, task = QualityMeter(), corpus_task(split="selection")
     out.mkdir(parents=True, exist_ok=True)
     for case in plan.cases:
         key = (case.model, case.recipe)
@@ -80,8 +81,8 @@ def study(plan, out: Path, ridge_grid: tuple[float, ...] | None = None, select: 
 
 def render(rows: list[dict], command: str) -> str:
     """The study's markdown table, its command above it."""
-    lines = ["# Quality study (held-out split, no timing)", "", f"`{command}`", "",
-             "Quality on the held-out split of the corpus, each figure with its paired change vs dense and the 95% "
+    lines = ["# Quality study (selection split, no timing)", "", f"`{command}`", "",
+             "Quality on the held-out selection split of the corpus (choose here; runs report on the report split), each figure with its paired change vs dense and the 95% "
              "bootstrap CI of that change. lstsq ridge: strength picked per projection on held-out calibration "
              "batches from the grid shown, unless the grid has one value.", "",
              "| recipe | status | cosine | R@1 (Δ [CI]) | probe acc (Δ [CI]) | kNN acc (Δ) | build s | distill s / steps | ridge grid |",

@@ -1,5 +1,6 @@
-"""The frontier: floors parse (task terms on the change vs dense, fidelity absolute), bisection finds the
-highest passing sparsity of a monotone quality curve, bad floors exit 2, and the default plan puts
+"""The frontier: floors parse (task terms on the change vs dense, fidelity absolute), the search runs over the
+levels a method reaches (exact on a discrete non-monotone curve, bisection on a fine monotone one) and reports
+achieved sparsity, bad floors exit 2, and the default plan puts
 weight-norm and data-aware + recovered heads+ffn side by side."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 
-from bench.frontier import Floor, FrontierError, meets, parse_floor, search
+from bench.frontier import Floor, FrontierError, levels, meets, parse_floor, search
 from bench.measure.stats import Estimate
 from bench.plan import builtin_plan
 from pruning import PruneRecipe
@@ -32,19 +33,56 @@ def test_bad_floors_are_refused(text):
         parse_floor(text)
 
 
-@pytest.mark.parametrize("edge", [0.0, 0.33, 0.61, 0.95])
-def test_bisection_finds_the_highest_passing_sparsity_of_a_monotone_curve(edge):
-    def score(recipe):
-        return {"cosine": Estimate(1.0 if recipe.sparsity <= edge else 0.5, 0, 1)}
+MINILM = dict(heads=[12] * 6, neurons=[1536] * 6)  # MiniLM-L6's shape
 
-    point = search(lambda s: PruneRecipe("heads+ffn", s), score, parse_floor("cosine>=0.9"), hi=0.9, steps=6)
+
+@pytest.mark.parametrize("edge", [0.0, 0.33, 0.61, 0.95])
+def test_bisection_finds_the_highest_passing_level_of_a_monotone_curve(edge):
+    """FFN neurons reach ~1,400 levels: more than steps + 1, so they are bisected (a monotone curve)."""
+    def score(recipe):
+        return {"cosine": Estimate(1.0 if recipe.sparsity <= edge + 1e-9 else 0.5, 0, 1)}
+
+    reach = levels("ffn", "uniform", hi=0.9, **MINILM)
+    point = search(lambda s: PruneRecipe("ffn", s), score, parse_floor("cosine>=0.9"), reach, steps=6)
+    assert point.how == "bisect" and len(point.trail) <= 7
     if edge >= 0.9:
-        assert point.sparsity == 0.9 and len(point.trail) == 1
+        assert point.sparsity == reach[-1][1] and len(point.trail) == 1
     elif edge < 0.9 / 64:
         assert point.sparsity is None
     else:
-        assert point.sparsity <= edge and edge - point.sparsity <= 0.9 / 2 ** 6 + 1e-9
-        assert all(t["passes"] == (t["sparsity"] <= edge) for t in point.trail)
+        assert point.sparsity <= edge + 1e-6 and edge - point.sparsity <= 0.9 / 2 ** 6 + 1e-3
+        assert all(t["passes"] == (t["target"] <= edge + 1e-9) for t in point.trail)
+
+
+def test_discrete_levels_are_what_a_method_reaches_and_never_the_dense_model():
+    """layers@0.23 removes 1 of 6 layers (0.167) and layers@0.05 none: the levels are k/6, each with the target
+    that reaches it, and 0 is not one of them; heads are whole heads per layer (uniform) or across layers."""
+    assert [a for _, a in levels("layers", "importance", hi=0.9, **MINILM)] == [round(k / 6, 6) for k in range(1, 6)]
+    assert levels("layers", "top", hi=0.05, **MINILM) == []
+    assert [a for _, a in levels("heads", "uniform", hi=0.9, **MINILM)] == [round(h / 12, 6) for h in range(1, 11)]
+    assert len(levels("heads", "global", hi=0.99, **MINILM)) == 6 * 11
+    assert [a for _, a in levels("heads+ffn", "uniform", hi=0.9, **MINILM)][:2] == [round(1 / 12, 6), round(2 / 12, 6)]
+    with pytest.raises(FrontierError, match="reachable sparsity"):
+        search(lambda s: PruneRecipe("layers", s), lambda r: {}, parse_floor("cosine>=0.9"), [], steps=5)
+
+
+def test_a_discrete_non_monotone_method_gets_its_highest_passing_level_reported_as_achieved():
+    """Removing 3 of 6 layers passes while removing 2 fails (a non-monotone curve bisection would miss): the
+    levels are few, so each is tried from the top down, and the point is the achieved 0.5, not a target."""
+    passing = {1, 3}  # layers removed that keep the floor
+
+    def score(recipe):
+        removed = min(round(recipe.sparsity * 6), 5)
+        assert removed >= 1  # no dense-equivalent target is ever scored
+        return {"cosine": Estimate(0.99 if removed in passing else 0.5, 0, 1)}
+
+    reach = levels("layers", "top", hi=0.9, **MINILM)
+    point = search(lambda s: PruneRecipe("layers", s, allocation="top"), score, parse_floor("cosine>=0.95"), reach, steps=5)
+    assert point.how == "scan" and point.sparsity == 0.5 and point.target == pytest.approx(0.5)
+    assert [t["sparsity"] for t in point.trail] == [round(k / 6, 6) for k in (5, 4, 3)]
+    assert point.label == PruneRecipe("layers", 0.5, allocation="top").label
+    bisected = search(lambda s: PruneRecipe("layers", s, allocation="top"), score, parse_floor("cosine>=0.95"), reach, steps=1)
+    assert bisected.how == "bisect"  # with too small a budget it may miss the level; the point says how it searched
 
 
 def test_frontier_cli_bad_floor_exits_2_with_one_line(tmp_path):

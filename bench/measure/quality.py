@@ -3,9 +3,10 @@ bootstrap 95% CI and a paired drop vs dense.
 
 What is scored (an :class:`EvalTask`):
 
-- the built-in BBC News corpus (:func:`corpus_task`, from :mod:`bench.data.corpus`): linear-probe accuracy
-  (scikit-learn logistic regression on frozen mean-pooled embeddings, fit on probe-train, scored on the
-  held-out split, as MTEB scores classification), kNN accuracy (k=10, cosine, neighbours from
+- the built-in BBC News corpus (:func:`corpus_task`, from :mod:`bench.data.corpus`, deduplicated by content):
+  linear-probe accuracy (scikit-learn logistic regression on frozen mean-pooled embeddings, fit on probe-train,
+  scored on a held-out split, as MTEB scores classification; ``report`` for every reported figure,
+  ``selection`` for whatever is chosen), kNN accuracy (k=10, cosine, neighbours from
   probe-train) and title -> body retrieval (each held-out title is a query, its own body the one relevant
   document among all held-out bodies: recall@1 and MRR@10);
 - a user's file (:func:`file_task`, ``--eval FILE``): ``text<TAB>label`` gives probe and kNN accuracy,
@@ -13,13 +14,15 @@ What is scored (an :class:`EvalTask`):
 - always: fidelity to dense on the held-out texts (mean cosine of the two embeddings of each text, and
   top-10 neighbour agreement).
 
+A collapsed model scores chance on every task metric: ties are never hits (:mod:`bench.measure.stats`).
 Every figure is a statistic of per-item scores; its CI is the percentile bootstrap over evaluation items
 (seeded), and the paired drop (dense - variant, positive = quality lost) is computed on the same items with
 the same bootstrap indices, so a variant identical to dense has a drop of exactly 0. Fidelity is already
 relative to dense (dense scores 1.0), so it has no separate drop (the scorers and the bootstrap:
 :mod:`bench.measure.stats`).
 
-:class:`QualityMeter` embeds each (model, recipe, dtype) once per run and scores from its cache.
+:class:`QualityMeter` embeds each (model, recipe, dtype) once per run, dense included, in one place
+(``QualityMeter._embeddings``: where a disk cache would go), and scores from its cache.
 """
 
 from __future__ import annotations
@@ -132,19 +135,29 @@ class EvalTask:
         return ("s1", "s2") if self.kind == "pairs" else ("eval",)
 
 
-def corpus_task(seed: int = SEED, probe_train: int = PROBE_ITEMS, eval: int = EVAL_ITEMS) -> EvalTask:  # noqa: A002
-    """The BBC News task: probe-train article texts, held-out texts, their titles and bodies."""
-    from bench.data.corpus import splits
+def corpus_task(seed: int = SEED, probe_train: int = PROBE_ITEMS, eval: int = EVAL_ITEMS,  # noqa: A002
+                split: str = "report") -> EvalTask:
+    """The BBC News task scored on one held-out split (``eval`` articles each): probe-train article texts, the
+    held-out texts, their titles and bodies.
 
-    s = splits(seed, probe_train=probe_train, eval=eval)
+    ``split`` is ``report`` (every reported figure: nothing is chosen on it) or ``selection`` (what a frontier
+    floor, a study or a default is chosen on). The recorded account names the deduplication, every split's size,
+    the split scored and the digest, so a figure scored on another (or the old, undeduplicated) split differs."""
+    from bench.data.corpus import HELD_OUT, splits
+
+    if split not in HELD_OUT:
+        raise ValueError(f"corpus split {split!r} is not one of {', '.join(HELD_OUT)}")
+    s = splits(seed, probe_train=probe_train, selection=eval, report=eval)
+    held = getattr(s, split)
     topics = sorted({a.topic for a in s.probe_train})
     d = s.describe()
-    split = (f"bbc-news seed={d['seed']} calibration={d['calibration']} probe_train={d['probe_train']} "
-             f"eval={d['eval']} digest={d['digest']}")
-    return EvalTask("corpus", split, {"train": tuple(a.text for a in s.probe_train), "eval": tuple(a.text for a in s.eval),
-                                      "title": tuple(a.title for a in s.eval), "body": tuple(a.body for a in s.eval)},
+    account = (f"bbc-news dedup={d['dedup']} unique={d['unique']}/{d['total']} seed={d['seed']} "
+               f"calibration={d['calibration']} probe_train={d['probe_train']} selection={d['selection']} "
+               f"report={d['report']} scored={split} digest={d['digest']}")
+    return EvalTask("corpus", account, {"train": tuple(a.text for a in s.probe_train), "eval": tuple(a.text for a in held),
+                                        "title": tuple(a.title for a in held), "body": tuple(a.body for a in held)},
                     train_labels=tuple(topics.index(a.topic) for a in s.probe_train),
-                    eval_labels=tuple(topics.index(a.topic) for a in s.eval))
+                    eval_labels=tuple(topics.index(a.topic) for a in held))
 
 
 def file_task(ev) -> EvalTask:

@@ -1,6 +1,19 @@
 """Per-item scores of embeddings (linear probe, kNN vote, retrieval rank) and their statistics: a percentile
 bootstrap 95% CI over evaluation items (seeded), and the paired drop vs dense on the same items with the same
-resamples, so a variant identical to dense has a drop of exactly 0. Used by :mod:`bench.measure.quality`."""
+resamples, so a variant identical to dense has a drop of exactly 0. Used by :mod:`bench.measure.quality`.
+
+Ties never count as hits, so a collapsed model (zero or constant embeddings) scores chance on every task metric:
+
+- retrieval: a document tied with the query's own is as likely to be ranked first; each query scores the
+  expected recall@1 and reciprocal rank@10 under a random order of the tied documents. Chance (every
+  similarity equal) is recall@1 = 1/n and MRR@10 = H(min(n, 10))/n for n documents;
+- kNN: items tied with the k-th nearest share its place (each gets an equal fraction of the remaining votes),
+  so a constant embedding votes the train set's class proportions: it predicts the train majority class and
+  scores that class's share of the eval items (chance for accuracy: the majority-class rate);
+- linear probe: constant features leave only the intercept, which predicts the train majority class (the
+  same chance);
+- Spearman: a constant cosine has no order, so its correlation is 0 (not NaN).
+"""
 
 from __future__ import annotations
 
@@ -13,12 +26,14 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-__all__ = ["BOOTSTRAP", "SEED", "Estimate", "estimates", "knn_vote", "probe_predictions", "retrieval_scores", "unit_rows"]
+__all__ = ["BOOTSTRAP", "SEED", "TIE", "Estimate", "estimates", "knn_vote", "probe_predictions", "retrieval_scores",
+           "unit_rows"]
 
 log = logging.getLogger("bench.measure.stats")
 
 BOOTSTRAP = 1000  # resamples of the evaluation items
 SEED = 0
+TIE = 1e-9  # cosine similarities closer than this are tied (identical rows can differ by rounding in a matrix product)
 
 
 def unit_rows(x: torch.Tensor) -> np.ndarray:
@@ -41,26 +56,37 @@ def probe_predictions(train: torch.Tensor, y_train: np.ndarray, test: torch.Tens
 
 
 def knn_vote(train: torch.Tensor, y_train: np.ndarray, test: torch.Tensor, k: int, classes: int) -> np.ndarray:
-    """Majority label of the k nearest (cosine) train items; ties go to the label with the larger summed similarity."""
+    """Majority label of the k nearest (cosine) train items; ties go to the label with the larger summed similarity.
+
+    Train items tied with the k-th nearest share the votes left after the strictly nearer ones, so the index order
+    of tied items never decides the vote (a constant embedding votes the train set's class proportions)."""
     sim = unit_rows(test) @ unit_rows(train).T
     k = min(k, sim.shape[1])
-    nn_idx = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-    labels = y_train[nn_idx]
-    rows = np.repeat(np.arange(len(sim)), k)
-    counts = np.zeros((len(sim), classes))
-    sims = np.zeros((len(sim), classes))
-    np.add.at(counts, (rows, labels.ravel()), 1)
-    np.add.at(sims, (rows, labels.ravel()), np.take_along_axis(sim, nn_idx, 1).ravel())
-    best = counts == counts.max(1, keepdims=True)
+    kth = -np.partition(-sim, k - 1, axis=1)[:, k - 1:k]
+    above = sim > kth + TIE
+    tied = ~above & (sim >= kth - TIE)
+    share = (k - above.sum(1, keepdims=True)) / tied.sum(1, keepdims=True)
+    weight = np.where(above, 1.0, np.where(tied, share, 0.0))
+    onehot = np.eye(classes)[y_train]
+    counts, sims = weight @ onehot, (weight * sim) @ onehot
+    best = counts >= counts.max(1, keepdims=True) - TIE
     return np.where(best, sims, -np.inf).argmax(1)
 
 
 def retrieval_scores(queries: torch.Tensor, docs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Rank of each query's own document (same index) among all documents: recall@1 and reciprocal rank@10."""
+    """Per query, recall@1 and reciprocal rank@10 of its own document (same index) among all documents.
+
+    Documents tied with the own one (within :data:`TIE`) are ranked in a random order: the scores are their
+    expectation over that order, so ties are never hits (all-equal similarities give chance, 1/n)."""
     sim = unit_rows(queries) @ unit_rows(docs).T
-    own = np.diag(sim)
-    rank = 1 + (sim > own[:, None]).sum(1)
-    return (rank == 1).astype(float), np.where(rank <= 10, 1.0 / rank, 0.0)
+    own = np.diag(sim)[:, None]
+    better = (sim > own + TIE).sum(1)
+    tied = (sim >= own - TIE).sum(1) - better  # the own document included
+    ranks = better[:, None] + np.arange(1, 11)[None, :]  # the own document's possible ranks, 10 at most counted
+    inside = np.arange(10)[None, :] < tied[:, None]
+    rr = np.where(inside & (ranks <= 10), 1.0 / ranks, 0.0).sum(1) / tied
+    r1 = np.where(better == 0, 1.0 / tied, 0.0)
+    return r1, rr
 
 
 @dataclass(frozen=True)
@@ -92,8 +118,9 @@ def _spearman(data: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
     x, y = rankdata(data[idx, 0], axis=-1), rankdata(data[idx, 1], axis=-1)
     x, y = x - x.mean(-1, keepdims=True), y - y.mean(-1, keepdims=True)
+    den = np.sqrt((x * x).sum(-1) * (y * y).sum(-1))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (x * y).sum(-1) / np.sqrt((x * x).sum(-1) * (y * y).sum(-1))
+        return np.where(den > 0, (x * y).sum(-1) / np.where(den > 0, den, 1.0), 0.0)  # no order (a constant): 0
 
 
 def _stat(name: str, data: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -44,7 +44,8 @@ def frontier_section(df: pd.DataFrame, data: dict | None, plot: str | None = Non
         return []
     lines = ["## What pruning buys at equal quality", "",
              f"Floor: `{', '.join(data['floor'])}` (task metrics: change vs dense on the same held-out items; "
-             "fidelity: absolute). Per method, the highest sparsity found by bisection on quality alone, then timed "
+             "fidelity: absolute). Per method, the highest achieved sparsity among the levels it reaches that meets the "
+             f"floor on quality alone (judged on: {data.get('judged_on') or 'the held-out split'}), then timed "
              "(latency ratio to dense in the same runtime, 95% CI; speedup = 1 / ratio).", "",
              "| method | frontier sparsity | quality at it | runtime | latency ratio [95% CI] | speedup |",
              "| --- | --- | --- | --- | --- | --- |"]
