@@ -87,8 +87,12 @@ def _num(x) -> bool:
 
 
 def eval_items(split: str | None) -> int | None:
-    """The number of evaluation items a ``quality_split`` line names (``eval=N`` or ``pairs=N``), else None."""
-    m = re.search(r"\b(?:eval|pairs)=(\d+)\b", split or "")
+    """The number of evaluation items a ``quality_split`` line names, else None: the size of the split it says
+    it scored (``scored=report`` with ``report=N``), or ``eval=N`` / ``pairs=N`` (eval files, older records)."""
+    text = split or ""
+    scored = re.search(r"\bscored=(\w+)\b", text)
+    m = re.search(rf"\b{scored.group(1)}=(\d+)\b", text) if scored else None
+    m = m or re.search(r"\b(?:eval|pairs)=(\d+)\b", text)
     return int(m.group(1)) if m and int(m.group(1)) > 0 else None
 
 
