@@ -214,6 +214,9 @@ def test_eval_items_reads_the_split():
     assert eval_items(SPLIT) == 250
     assert eval_items("file:x.tsv pairs=40 sha256=ab") == 40
     assert eval_items(None) is None and eval_items("planted") is None
+    # the deduplicated corpus names four splits; the items are those of the split it scored
+    four = "bbc-news dedup=content seed=0 calibration=256 probe_train=200 selection=120 report=250 scored=report"
+    assert eval_items(four) == 250 and eval_items(four.replace("scored=report", "scored=selection")) == 120
 
 
 def test_quality_on_different_data_is_a_regression_saying_re_record():
