@@ -8,7 +8,7 @@ whose 95% CI keeps its coverage.
   same GC state. Every path (in process, isolated child) times through this one function.
 - Stopping: the CI is looked at only at pre-planned times (``LOOK_FRACTIONS`` of the time cap), and
   each look spends a fixed share of alpha = 0.05 (``LOOK_SHARES``, Bonferroni over looks); the last
-  analysis (time cap or max rounds) spends what is left. By the union bound, the interval a case ends
+  analysis (time cap, once ``MIN_BLOCKS`` blocks are in, or max rounds) spends what is left. By the union bound, the interval a case ends
   with covers the true ratio with probability >= 95% whatever look it stopped at
   (tests/test_latency_protocol.py checks this by simulation). A look stops timing when the verdict
   is decided (no precision target) or when the CI half-width is within the target (``ci_target``:
@@ -31,16 +31,19 @@ log = logging.getLogger("bench.measure.paired")
 
 LOOK_FRACTIONS = (0.25, 0.5, 0.75)  # interim looks, as fractions of the time cap (the last analysis is at the cap)
 LOOK_SHARES = (0.1, 0.2, 0.3)  # share of alpha each interim look spends; the last analysis spends the rest (>= 0.4)
-MIN_BLOCKS = 3  # a look needs at least this many blocks (a t interval on 2 blocks is nearly unbounded)
+MIN_BLOCKS = 3  # a look needs this many blocks (a t interval on 2 is nearly unbounded); the cap waits for them
 BLOCK_S = 0.25  # a block lasts about this long (seconds), so its ratio averages out per-call jitter
+BLOCKS_PER_CAP = 12
 MAX_BLOCK_PAIRS = 16
 
 
-def block_pairs_for(pair_s: float | None) -> int:
-    """Pairs per block: the smallest even count lasting about ``BLOCK_S`` (2 to ``MAX_BLOCK_PAIRS``)."""
+def block_pairs_for(pair_s: float | None, time_cap_s: float) -> int:
+    """Pairs per block: the smallest even count lasting about ``BLOCK_S``, or a ``BLOCKS_PER_CAP``-th of the
+    time cap if that is shorter (so a short cap still gives blocks to compute a CI over); 2 to ``MAX_BLOCK_PAIRS``."""
     if not pair_s or pair_s <= 0:
         return 2
-    return int(min(MAX_BLOCK_PAIRS, max(2, 2 * math.ceil(BLOCK_S / (2 * pair_s)))))
+    block_s = min(BLOCK_S, time_cap_s / BLOCKS_PER_CAP)
+    return int(min(MAX_BLOCK_PAIRS, max(2, 2 * math.ceil(block_s / (2 * pair_s)))))
 
 
 def _block(variant: Callable[[], float], baseline: Callable[[], float], pairs: int, v: list[float], b: list[float],
@@ -82,7 +85,7 @@ def measure_paired(
     start = clock()
     for i in range(warmup):
         _ = (baseline(), variant()) if i % 2 == 0 else (variant(), baseline())
-    pairs = block_pairs_for((clock() - start) / warmup if warmup else None)
+    pairs = block_pairs_for((clock() - start) / warmup if warmup else None, time_cap_s)
     v: list[float] = []
     b: list[float] = []
     spent, look = 0.0, 0
@@ -91,7 +94,7 @@ def measure_paired(
         _block(variant, baseline, pairs, v, b, collect)
         now, block_s = clock(), clock() - t0
         final = ("max rounds" if len(v) + pairs > max_rounds
-                 else "time cap" if now - start + block_s > time_cap_s else None)
+                 else "time cap" if now - start + block_s > time_cap_s and len(v) // pairs >= MIN_BLOCKS else None)
         if final:
             lat = Latency(tuple(v), tuple(b), target, pairs, alpha - spent, band, final)
             log.debug("stopped at the %s: %d blocks of %d pairs, ratio %.3f", final, lat.blocks, pairs, lat.ratio)
