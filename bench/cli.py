@@ -136,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="regenerate report.md of a run from its records")
     rp.add_argument("run_dir")
+    rp.add_argument("--against", metavar="RUN_DIR",
+                    help="another run of the same plan on this machine: list the cases whose latency CIs do not overlap")
 
     pr = sub.add_parser("prune", help="prune a model and save it (structured methods save the shrunk model)")
     pr.add_argument("--model", required=True, help="model name or HF directory")

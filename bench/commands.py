@@ -131,9 +131,11 @@ def report_command(a: argparse.Namespace) -> int:
     from .report import write_report
 
     run = Path(a.run_dir)
-    if not run.is_dir():
-        raise UsageError(f"run directory {run} does not exist; pass a directory written by `prunebench run`")
-    print(write_report(run))
+    for d in (run, *([Path(a.against)] if a.against else [])):
+        if not (d / "records.jsonl").is_file():
+            raise UsageError(f"run directory {d} does not exist or holds no records.jsonl; "
+                             "pass a directory written by `prunebench run`")
+    print(write_report(run, against=Path(a.against) if a.against else None))
     return 0
 
 

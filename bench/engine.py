@@ -214,7 +214,7 @@ class Session:
         """Set the fields known before anything runs (a skipped case's record holds them too)."""
         rec.add(steps.describe(self.run_id, case))
 
-    def run(self, case: Case, rec: Record, benchmark=None) -> None:
+    def run(self, case: Case, rec: Record) -> None:
         """Run one case in this process (``bench.launch.isolate.run_isolated`` runs it in a child that calls this):
         build → equality → latency → size, memory and quality side by side. Whatever a step raises, the results
         of the steps before it are in ``rec`` (nothing measured is lost)."""
@@ -232,7 +232,7 @@ class Session:
             parts.append(gate)
             if gate.error:
                 raise EqualityError(gate.error)
-            speed = _timed(phases, "latency", lambda: steps.latency(self, case, built, benchmark))
+            speed = _timed(phases, "latency", lambda: steps.latency(self, case, built))
             parts.append(speed)
             self.last_samples = speed.latency.variant_s
             self._untimed(case, built, phases, parts)

@@ -34,7 +34,9 @@ class Plan:
 
     cases: tuple[Case, ...]
     name: str = "custom"
-    ci_target: float = 0.03  # relative half-width of the latency ratio's 95% CI to stop at
+    # relative half-width of the latency ratio's 95% CI to stop at, where a gate needs a precise figure (the CI
+    # plan); None: stop when the verdict (faster / slower / within +-10%) is decided (bench.measure.paired)
+    ci_target: float | None = None
     time_cap_s: float = 20.0  # per case, for the paired latency rounds
     warmup: int = 2
     min_rounds: int = 8
@@ -48,9 +50,9 @@ class Plan:
             raise PlanError("the plan has no cases; give at least one model, recipe and runtime")
         for name in ("ci_target", "time_cap_s"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) and not (name == "ci_target" and v is None):
                 raise PlanError(f"{name} must be a number, got {v!r}")
-        if not 0 < self.ci_target < 1:
+        if self.ci_target is not None and not 0 < self.ci_target < 1:
             raise PlanError(f"ci_target {self.ci_target!r} must be in (0, 1), e.g. 0.03")
         if not self.time_cap_s > 0:
             raise PlanError(f"time_cap_s {self.time_cap_s!r} must be positive")

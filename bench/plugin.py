@@ -1,10 +1,12 @@
 """pytest plugin: parametrizes the suites from a plan and writes a Record for every case.
 
 pytest-benchmark drops errored benchmarks from its JSON, so this plugin writes each case's Record
-itself, failed and skipped ones included, the moment the case ends. pytest-benchmark times only code
-in this process, so the rounds an isolated case's child timed are added to its JSON here, through its
-documented hooks (``pytest_benchmark_update_json``), shaped like its own entries. Loaded through the
-``pytest11`` entry point; inert unless a test asks for the ``case`` fixture.
+itself, failed and skipped ones included, the moment the case ends. The paired protocol
+(``bench.measure.paired``: balanced blocks, the same GC state on both sides, a stopping rule with
+coverage) is one function that times both sides itself, in process or in an isolated child, so
+pytest-benchmark's fixture times nothing: each ok case's variant rounds are added to its JSON here,
+through its documented hooks (``pytest_benchmark_update_json``), shaped like its own entries. Loaded
+through the ``pytest11`` entry point; inert unless a test asks for the ``case`` fixture.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class _State:
         self.cases = self._selected(config)
         self.done = 0
         self.session = None
-        self.isolated: list[dict] = []  # benchmark.json entries of the isolated cases that ended ok
+        self.entries: list[dict] = []  # benchmark.json entries of the cases that ended ok
         self.json_updated = False  # pytest-benchmark called pytest_benchmark_update_json
 
     def _selected(self, config: pytest.Config) -> tuple:
@@ -90,14 +92,6 @@ def _get_state(config: pytest.Config) -> _State:
     return _state
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--prunebench-isolate"):  # a case's child times it; the parent leaves the fixture unused
-        quiet = pytest.mark.filterwarnings("ignore:Benchmark fixture was not used at all")
-        for item in items:
-            if "case" in getattr(item, "fixturenames", ()):
-                item.add_marker(quiet)
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case" in metafunc.fixturenames:
         cases = _get_state(metafunc.config).cases
@@ -123,24 +117,25 @@ def record(request: pytest.FixtureRequest):
 
 
 @pytest.fixture
-def isolated_rounds(request: pytest.FixtureRequest) -> list[float]:
-    """A list for the latency rounds (seconds) this case's isolated child timed; the plugin adds them
-    to benchmark.json if the case ends ok."""
+def timed_rounds(request: pytest.FixtureRequest) -> list[float]:
+    """A list for the variant's latency rounds (seconds) this case timed, in process or in its isolated
+    child; the plugin adds them to benchmark.json if the case ends ok."""
     rounds: list[float] = []
     request.node.stash[_ROUNDS] = rounds
     return rounds
 
 
-def _benchmark_entry(item: pytest.Item, rounds: list[float], plan) -> dict:
+def _benchmark_entry(item: pytest.Item, rounds: list[float], plan, isolated: bool) -> dict:
     """A ``benchmarks`` entry of pytest-benchmark's JSON for rounds timed outside its fixture: the keys
-    its own entries have, the stats from our own code, ``extra_info.isolated`` set."""
+    its own entries have, the stats from our own code, ``extra_info`` naming the protocol and whether
+    an isolated child timed them (GC is off within each block, for both sides)."""
     from bench.measure.latency import sample_stats
 
     spec = item.callspec
     params = {k: v if v is None or isinstance(v, (str, int, float, bool)) else repr(v) for k, v in spec.params.items()}
     return {"group": None, "name": item.name, "fullname": item.nodeid, "params": params, "param": spec.id,
-            "extra_info": {"isolated": True},
-            "options": {"disable_gc": False, "timer": "perf_counter", "min_rounds": plan.min_rounds,
+            "extra_info": {"isolated": isolated, "protocol": "paired balanced blocks"},
+            "options": {"disable_gc": True, "timer": "perf_counter", "min_rounds": plan.min_rounds,
                         "max_time": plan.time_cap_s, "warmup": plan.warmup},
             "stats": sample_stats(rounds)}
 
@@ -182,7 +177,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     state.writer.write(rec)
     item.stash[_WRITTEN] = True
     if rec.status == "ok" and item.stash.get(_ROUNDS, None):
-        state.isolated.append(_benchmark_entry(item, item.stash[_ROUNDS], state.plan))
+        state.entries.append(_benchmark_entry(item, item.stash[_ROUNDS], state.plan, item.config.getoption("--prunebench-isolate")))
     state.done += 1
     n = max(len(state.cases), 1)
     bar = "#" * int(20 * state.done / n)
@@ -203,17 +198,17 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
-    """Add the isolated cases' rounds to pytest-benchmark's JSON (``--benchmark-json`` or a save)."""
+    """Add the cases' rounds to pytest-benchmark's JSON (``--benchmark-json`` or a save)."""
     if _state is not None and getattr(_state, "config", None) is config:
-        output_json["benchmarks"].extend(_state.isolated)
+        output_json["benchmarks"].extend(_state.entries)
         _state.json_updated = True
 
 
-def _write_isolated_json(config: pytest.Config, state: _State) -> None:
-    """pytest-benchmark writes no JSON when its fixture timed nothing (every case isolated): write the
-    ``--benchmark-json`` file through its public hooks, as it would have, with the isolated entries."""
+def _write_json(config: pytest.Config, state: _State) -> None:
+    """pytest-benchmark writes no JSON when its fixture timed nothing (as here): write the
+    ``--benchmark-json`` file through its public hooks, as it would have, with the cases' entries."""
     fh = config.getoption("benchmark_json", None)
-    if not state.isolated or state.json_updated or fh is None or config.getoption("benchmark_disable", False):
+    if not state.entries or state.json_updated or fh is None or config.getoption("benchmark_disable", False):
         return
     hook = config.hook
     machine_info = hook.pytest_benchmark_generate_machine_info(config=config)
@@ -232,11 +227,11 @@ def pytest_sessionfinish(session: pytest.Session):
     global _state
     state = _state if _state is not None and getattr(_state, "config", None) is session.config else None
     with warnings.catch_warnings():
-        if state is not None and state.isolated:  # not so: the isolated rounds are written just below
+        if state is not None and state.entries:  # not so: the cases' rounds are written just below
             warnings.filterwarnings("ignore", message="Not saving anything, no benchmarks have been run")
         yield  # pytest-benchmark writes its JSON in here
     if state is not None:
-        _write_isolated_json(session.config, state)
+        _write_json(session.config, state)
         (state.out / "plan.json").exists() or state.plan.save(state.out / "plan.json")
         (state.out / "env.json").exists() or _write_env(state.out)
         _state = None

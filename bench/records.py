@@ -88,6 +88,15 @@ class Record:
     latency_p90_ms: float | None = None  # variant's 90th percentile; null with fewer than 10 rounds
     latency_p99_ms: float | None = None  # variant's 99th percentile; null with fewer than 100 rounds
     rounds: int | None = None
+    # the paired protocol (bench.measure.paired): blocks the CI is over, its half-width relative to the ratio,
+    # the verdict (faster | slower | unchanged within +-10% | undecided), whether it was decided, drift between
+    # the halves of the blocks, and why timing stopped (decided | precise | time cap | max rounds)
+    latency_blocks: int | None = None
+    latency_half_width: float | None = None
+    latency_verdict: str | None = None
+    latency_decided: bool | None = None
+    latency_drift: bool | None = None
+    latency_stop: str | None = None
     flops_ratio: float | None = None
     efficiency: float | None = None
     peak_mem_mb: float | None = None

@@ -1,7 +1,7 @@
 """``prunebench run``: turn the flags into a plan, then run its cases through pytest and write the report.
 
-The cases run as the parametrized tests of ``bench.suites`` (pytest-benchmark times them, ``bench.plugin``
-writes a Record per case); this module builds the pytest arguments, resumes a stopped run (only the cases
+The cases run as the parametrized tests of ``bench.suites`` (``bench.measure.paired`` times them, ``bench.plugin``
+writes a Record per case and their rounds into pytest-benchmark's JSON); this module builds the pytest arguments, resumes a stopped run (only the cases
 whose latest record is not ok), hands a plan to Ray (``--executor ray``) and returns the run's exit status
 (``records.exit_status``). Light at import: nothing heavy is imported before the flags are checked.
 """
@@ -216,7 +216,7 @@ def pytest_args(out: Path, info: dict, resume: bool) -> list[str]:
     """The pytest command line that runs the plan saved in ``out`` (its shard, selection, isolation)."""
     args = ["--pyargs", "bench.suites", "-q", "--no-header", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning",
             f"--prunebench-plan={out / 'plan.json'}", f"--prunebench-out={out}", f"--prunebench-run-id={info['run_id']}",
-            f"--benchmark-json={out / 'benchmark.json'}", "--benchmark-quiet", "--benchmark-disable-gc"]
+            f"--benchmark-json={out / 'benchmark.json'}", "--benchmark-quiet"]
     args += [f"--prunebench-shard={info['shard']}"] if info.get("shard") else []
     args += ["--prunebench-resume"] if resume else []
     args += ["--prunebench-isolate"] if info.get("isolate") else []

@@ -17,7 +17,8 @@ from pruning.unstructured import sparsity_of
 
 from .env import environment, fingerprint
 from .measure.flops import macs
-from .measure.latency import Latency, measure_paired
+from .measure.latency import Latency
+from .measure.paired import measure_paired
 from .measure.memory import Memory
 from .measure.size import Size, measure_size
 from .case import Case
@@ -147,12 +148,12 @@ class Speed:
         return {**self.latency.record_fields(), "efficiency": eff}
 
 
-def latency(session: Session, case: Case, built: Built, benchmark=None) -> Speed:
-    """Variant and baseline timed interleaved, round by round, until the ratio's CI reaches the plan's target
-    or its time cap (``measure.latency.measure_paired``; through pytest-benchmark when its fixture is given)."""
+def latency(session: Session, case: Case, built: Built) -> Speed:
+    """Variant and baseline timed in balanced blocks until the verdict is decided (or, with the plan's
+    ``ci_target``, the CI is that tight) or the time cap (``measure.paired.measure_paired``)."""
     p = session.plan
     lat = measure_paired(built.runner.timed, built.baseline.timed, target=p.ci_target, time_cap_s=p.time_cap_s,
-                         warmup=p.warmup, min_rounds=p.min_rounds, benchmark=benchmark)
+                         warmup=p.warmup, min_rounds=p.min_rounds)
     return Speed(lat, built.flops_ratio)
 
 

@@ -15,9 +15,10 @@ the Record. A child that dies without answering becomes a record of its own:
 The whole output of a child that timed out, crashed or ran out of memory is kept in
 ``RUN_DIR/logs/<case id>.log``.
 
-pytest-benchmark only times code that runs in the pytest process, so under ``--isolate`` the child
-measures without the fixture and ``run_isolated`` returns its raw rounds; the plugin (``bench.plugin``)
-adds them to ``benchmark.json``, so its figures are the same samples the Record was computed from.
+The child times with the same paired protocol as the in-process path (``bench.measure.paired``:
+balanced blocks, identical GC state on both sides, the same stopping rule) and ``run_isolated``
+returns its raw rounds; the plugin (``bench.plugin``) adds them to ``benchmark.json`` as it does for
+an in-process case, so its figures are the same samples the Record was computed from.
 """
 
 from __future__ import annotations

@@ -1,41 +1,31 @@
-"""Latency as a ratio to the case's baseline, measured interleaved round by round in one process.
+"""Latency as a ratio to the case's baseline, timed in balanced blocks in one process.
 
-Absolute times drift +-30% on shared machines, so the tracked figure is the median of per-pair
-ratios (variant / baseline, timed back to back) with a percentile-bootstrap 95% CI. Rounds go on
-until the CI half-width is within the target or the time cap is reached.
+Absolute times drift +-30% on shared machines, so the tracked figure is a ratio to the baseline timed
+beside it. Rounds are grouped in blocks (``bench.measure.paired``): within a block the two sides
+alternate (baseline first, then variant first, ...), an even number of pairs, so an effect of running
+first cancels; the block's ratio is the geometric mean of its pair ratios. The 95% CI is a t interval
+over the blocks' log ratios, so drift between blocks widens it instead of hiding in thousands of
+correlated pairs. A case asks "faster, slower, or within the +-10% band?": its verdict is decided once
+the CI lies entirely inside the band or entirely outside it.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
-__all__ = ["Latency", "PairedTimer", "bootstrap_median_ci", "measure_paired", "sample_stats"]
+__all__ = ["BAND", "FLAG_TARGET", "Latency", "sample_stats", "verdict"]
 
-Z95 = 1.959964
-# Asymptotic efficiency of the median vs the mean for normal data: sd(median) ~ 1.2533 sd / sqrt(n).
-_MEDIAN_SE = 1.2533
-
-
-def bootstrap_median_ci(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the median (deterministic for a given seed)."""
-    v = np.asarray(values, dtype=float)
-    if v.size < 2:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    meds = np.median(v[rng.integers(0, v.size, size=(n_boot, v.size))], axis=1)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(meds, [alpha, 1 - alpha])
-    return float(lo), float(hi)
+BAND = 0.10  # a ratio within 1 +- BAND is "unchanged"; a case's question is which side of the band it is on
+FLAG_TARGET = 0.05  # without a precision target, an undecided figure wider than +-5% is flagged
+DRIFT_P = 0.01  # two-sided p of the halves' difference below which blocks are said to drift
 
 
 def sample_stats(samples) -> dict[str, float | int | str | list[float]]:
     """Summary of raw timings (seconds) with the keys of a pytest-benchmark ``stats`` entry, so rounds
-    timed outside the fixture (an isolated child's) sit in benchmark.json like the fixture's own.
+    timed outside the fixture sit in benchmark.json like the fixture's own.
 
     Quartiles are numpy's linear interpolation; outliers are counted as pytest-benchmark defines them
     (beyond mean +- stddev, and beyond the quartiles +- 1.5 IQR)."""
@@ -58,14 +48,61 @@ def sample_stats(samples) -> dict[str, float | int | str | list[float]]:
             "ops": v.size / total if total else 0.0, "total": total, "data": [float(x) for x in v], "iterations": 1}
 
 
+def verdict(lo: float, hi: float, band: float = BAND) -> str:
+    """``faster`` / ``slower`` when the CI lies entirely below / above the band around 1, ``unchanged`` when
+    it lies entirely inside it, ``undecided`` otherwise (more rounds could still change the answer)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "undecided"
+    if hi < 1 - band:
+        return "faster"
+    if lo > 1 + band:
+        return "slower"
+    if 1 - band <= lo and hi <= 1 + band:
+        return "unchanged"
+    return "undecided"
+
+
+def _t_interval(logs: np.ndarray, alpha: float) -> tuple[float, float]:
+    """Two-sided 1 - alpha t interval of the mean of ``logs`` (nan with fewer than two values)."""
+    if logs.size < 2:
+        return (float("nan"), float("nan"))
+    from scipy.stats import t
+
+    half = float(t.ppf(1 - alpha / 2, logs.size - 1)) * float(logs.std(ddof=1)) / math.sqrt(logs.size)
+    return float(logs.mean() - half), float(logs.mean() + half)
+
+
+def _drifts(logs: np.ndarray, size: float) -> bool:
+    """Whether the second half of the blocks differs from the first by more than ``size`` (relative) and
+    beyond chance (Welch's t test, p < DRIFT_P)."""
+    if logs.size < 4:
+        return False
+    from scipy.stats import ttest_ind
+
+    first, second = logs[: logs.size // 2], logs[logs.size // 2:]
+    if abs(math.expm1(second.mean() - first.mean())) <= size:
+        return False
+    if first.std() == 0 and second.std() == 0:
+        return True
+    return bool(ttest_ind(first, second, equal_var=False).pvalue < DRIFT_P)
+
+
 @dataclass(frozen=True)
 class Latency:
-    """Raw paired samples (seconds) and the statistics derived from them."""
+    """Raw paired samples (seconds, in timing order), the blocks they were timed in, and the statistics
+    derived from them. ``target`` is the precision target (relative CI half-width) where a gate needs
+    one, None where the verdict is the question; ``alpha`` is the error rate of this interval (smaller
+    than 0.05 after sequential looks, see ``bench.measure.paired``); ``stop`` says why timing ended."""
 
     variant_s: tuple[float, ...]
     baseline_s: tuple[float, ...]
-    target: float
+    target: float | None = None
+    block_pairs: int = 2
+    alpha: float = 0.05
+    band: float = BAND
+    stop: str | None = None
     ratios: tuple[float, ...] = field(init=False)
+    block_ratios: tuple[float, ...] = field(init=False)
     ratio: float = field(init=False)
     ratio_lo: float = field(init=False)
     ratio_hi: float = field(init=False)
@@ -75,31 +112,57 @@ class Latency:
             raise ValueError("latency needs equal, non-empty lists of paired samples")
         if min(self.variant_s + self.baseline_s) <= 0:
             raise ValueError("latency samples must be positive")
-        r = tuple(v / b for v, b in zip(self.variant_s, self.baseline_s))
-        lo, hi = bootstrap_median_ci(r)
-        object.__setattr__(self, "ratios", r)
-        object.__setattr__(self, "ratio", float(np.median(r)))
-        object.__setattr__(self, "ratio_lo", lo)
-        object.__setattr__(self, "ratio_hi", hi)
+        if self.block_pairs < 1:
+            raise ValueError(f"block_pairs must be at least 1, got {self.block_pairs}")
+        r = np.asarray(self.variant_s) / np.asarray(self.baseline_s)
+        n_blocks = max(1, r.size // self.block_pairs)
+        blocks = np.array([b.mean() for b in np.array_split(np.log(r[: n_blocks * self.block_pairs]), n_blocks)])
+        lo, hi = _t_interval(blocks, self.alpha)
+        object.__setattr__(self, "ratios", tuple(float(x) for x in r))
+        object.__setattr__(self, "block_ratios", tuple(float(x) for x in np.exp(blocks)))
+        object.__setattr__(self, "ratio", float(np.exp(blocks.mean())))
+        object.__setattr__(self, "ratio_lo", math.exp(lo) if math.isfinite(lo) else float("nan"))
+        object.__setattr__(self, "ratio_hi", math.exp(hi) if math.isfinite(hi) else float("nan"))
 
     @property
     def rounds(self) -> int:
         return len(self.ratios)
 
     @property
+    def blocks(self) -> int:
+        return len(self.block_ratios)
+
+    @property
     def half_width(self) -> float:
-        """CI half-width relative to the median ratio (nan with fewer than two pairs)."""
+        """CI half-width relative to the ratio (nan with fewer than two blocks)."""
         return (self.ratio_hi - self.ratio_lo) / 2 / self.ratio
 
     @property
     def cv(self) -> float:
-        """Coefficient of variation of the per-pair ratios."""
+        """Coefficient of variation of the per-pair ratios (recorded; per-forward jitter, not the figure's error)."""
         r = np.asarray(self.ratios)
         return float(r.std(ddof=1) / r.mean()) if r.size > 1 else float("nan")
 
     @property
+    def verdict(self) -> str:
+        return verdict(self.ratio_lo, self.ratio_hi, self.band)
+
+    @property
+    def decided(self) -> bool:
+        """Whether more rounds could no longer change the verdict (the CI is inside or outside the band)."""
+        return self.verdict != "undecided"
+
+    @property
+    def drift(self) -> bool:
+        """Whether the ratio moved between the first and second half of the blocks (beyond chance and the target)."""
+        return _drifts(np.log(np.asarray(self.block_ratios)), self.target or FLAG_TARGET)
+
+    @property
     def unstable(self) -> bool:
-        return not (self.half_width <= self.target) or self.cv >= 0.10
+        """What makes the figure untrustworthy: drift between blocks, or a CI wider than the precision
+        target (with a target: always; without one: only while the verdict is undecided)."""
+        wide = not (self.half_width <= (self.target or FLAG_TARGET))
+        return self.drift or (wide and (self.target is not None or not self.decided))
 
     def variant_percentile_ms(self, q: float) -> float | None:
         """The variant's ``q`` quantile in ms, or None when the rounds cannot support it.
@@ -120,82 +183,17 @@ class Latency:
     def baseline_ms(self) -> float:
         return float(np.median(self.baseline_s) * 1e3)
 
-    def record_fields(self) -> dict[str, float | int | bool | None]:
+    def record_fields(self) -> dict[str, float | int | bool | str | None]:
         """The flat record fields: latency_ms and baseline_latency_ms (medians), latency_ratio[_lo|_hi],
-        latency_cv, rounds, unstable, and the variant's latency_p90_ms / latency_p99_ms (None without enough rounds)."""
+        latency_cv, rounds, unstable, the variant's latency_p90_ms / latency_p99_ms (None without enough
+        rounds), and the protocol's latency_blocks, latency_half_width, latency_verdict, latency_decided,
+        latency_drift, latency_stop."""
         p90, p99 = self.variant_percentile_ms(0.90), self.variant_percentile_ms(0.99)
+        hw = self.half_width
         return {"latency_ms": round(self.variant_ms, 4), "baseline_latency_ms": round(self.baseline_ms, 4),
                 "latency_ratio": self.ratio, "latency_ratio_lo": self.ratio_lo, "latency_ratio_hi": self.ratio_hi,
                 "latency_cv": self.cv, "rounds": self.rounds, "unstable": self.unstable,
-                "latency_p90_ms": None if p90 is None else round(p90, 4), "latency_p99_ms": None if p99 is None else round(p99, 4)}
-
-
-class PairedTimer:
-    """Times the baseline once per round, as pytest-benchmark's ``pedantic(setup=...)`` hook."""
-
-    def __init__(self, baseline: Callable[[], float]):
-        self.baseline = baseline
-        self.samples: list[float] = []
-
-    def time_baseline(self) -> None:
-        self.samples.append(self.baseline())
-
-
-def rounds_needed(ratios, target: float) -> int:
-    """Rounds for the median's CI half-width to reach ``target`` (normal approximation on log ratios)."""
-    logs = np.log(np.asarray(ratios, dtype=float))
-    sd = float(logs.std(ddof=1)) if logs.size > 1 else 0.1
-    return math.ceil((Z95 * _MEDIAN_SE * sd / target) ** 2)
-
-
-def measure_paired(
-    variant: Callable[[], float],
-    baseline: Callable[[], float],
-    *,
-    target: float = 0.03,
-    time_cap_s: float = 20.0,
-    warmup: int = 2,
-    min_rounds: int = 8,
-    max_rounds: int = 400,
-    pilot: int = 5,
-    benchmark=None,
-) -> Latency:
-    """Paired timing: warm-up, a pilot to size the run, the main run, then extra rounds until the CI
-    target or the time cap. ``variant``/``baseline`` return seconds for one call. With a
-    pytest-benchmark fixture, the main run goes through ``benchmark.pedantic`` so its JSON holds it."""
-    start = time.perf_counter()
-    for _ in range(warmup):
-        baseline()
-        variant()
-    v: list[float] = []
-    b: list[float] = []
-
-    def pair(i: int) -> None:  # alternate order so neither side always runs first
-        if i % 2:
-            v.append(variant())
-            b.append(baseline())
-        else:
-            b.append(baseline())
-            v.append(variant())
-
-    for i in range(pilot):
-        pair(i)
-    per_pair = (time.perf_counter() - start) / (warmup + pilot)
-    left = time_cap_s - (time.perf_counter() - start)
-    want = max(min_rounds, rounds_needed([x / y for x, y in zip(v, b)], target)) - len(v)
-    n_main = int(max(1, min(want, max_rounds - len(v), left / per_pair)))
-    if benchmark is not None:
-        timer = PairedTimer(baseline)
-        benchmark.pedantic(variant, setup=timer.time_baseline, rounds=n_main, warmup_rounds=0, iterations=1)
-        v += list(benchmark.stats.stats.data)
-        b += timer.samples
-    else:
-        for i in range(n_main):
-            pair(i)
-    while len(v) < max_rounds and time.perf_counter() - start + per_pair < time_cap_s:
-        lat = Latency(tuple(v), tuple(b), target)
-        if lat.half_width <= target and len(v) >= min_rounds:
-            break
-        for i in range(max(2, len(v) // 4)):
-            pair(i)
-    return Latency(tuple(v), tuple(b), target)
+                "latency_p90_ms": None if p90 is None else round(p90, 4), "latency_p99_ms": None if p99 is None else round(p99, 4),
+                "latency_blocks": self.blocks, "latency_half_width": hw if math.isfinite(hw) else None,
+                "latency_verdict": self.verdict, "latency_decided": self.decided, "latency_drift": self.drift,
+                "latency_stop": self.stop}

@@ -27,6 +27,7 @@ from .plots import save, write_plots
 from .provenance import provenance_warnings
 from .section_plots import DISTILL_PLOT, alternatives_plot, distill_plot, frontier_plot, plot_break_even
 from .quality import quality_columns, quality_verdict
+from .reproduce import protocol_summary, reproduce_section
 from .structured import frontier_section, recovery_section, structured_section
 
 __all__ = ["PlotLinks", "frame", "mem_band", "render", "summary_table", "time_spent", "write_report"]
@@ -137,10 +138,12 @@ class PlotLinks:
 
 
 def render(records: list[dict], run_dir: Path | None = None, command: str | None = None,
-           plots: PlotLinks | None = None, frontier: dict | None = None, run_env: dict | None = None) -> str:
+           plots: PlotLinks | None = None, frontier: dict | None = None, run_env: dict | None = None,
+           against: tuple[str, list[dict]] | None = None) -> str:
     """The markdown report: the verdict first, then the plots ``plots`` links, then tables. Pure: nothing is read
     or written (``run_dir`` only names the run; ``frontier`` is a frontier run's frontier.json; ``run_env`` its
-    env.json, whose load average draws a warning on a busy machine, as records from a dirty tree do)."""
+    env.json, whose load average draws a warning on a busy machine, as records from a dirty tree do; ``against``
+    is another run's name and records, whose latency CIs this run's are checked against)."""
     plots = plots or PlotLinks()
     df = frame(records)
     env = records[0].get("env", {}) if records else {}
@@ -158,13 +161,18 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
     unstable = int(df["unstable"].fillna(False).astype(bool).sum()) if "unstable" in df else 0
     lines += ["Cases: " + (", ".join(f"{v} {k}" for k, v in counts.items()) or "none recorded")
               + (f"; {unstable} with an unstable latency figure (⚠)" if unstable else "") + ".", ""]
+    summary = protocol_summary(records)
+    lines += [summary, ""] if summary else []
+    lines += reproduce_section(records, against[1], against[0]) if against else []
     spent = time_spent(records)
     lines += [spent, ""] if spent else []
     if not len(df):
         return "\n".join(lines)
     lines += [
-              "Latency ratio = variant / dense baseline in the same runtime and device, median of per-round pairs "
-              "timed interleaved in one process, with a 95% bootstrap CI (⚠ = CI wider than the target or CV ≥ 10%). "
+              "Latency ratio = variant / dense baseline in the same runtime and device, timed in one process in "
+              "blocks of pairs that alternate which side runs first (GC off within a block for both), the geometric "
+              "mean of the block ratios with a 95% t interval over blocks; timing stops once the verdict (faster, "
+              "slower or within ±10%) is decided (⚠ = CI wider than the target while undecided, or drift between blocks). "
               "Size ratio = bytes of what the runtime keeps on disk / dense safetensors. "
               "Memory: peak RSS while serving, in a fresh process that loads the runtime's artifact; the ratio compares "
               "the part above the process's floor (libraries and the model's code imported, no weights held); within "
@@ -196,11 +204,13 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
     return "\n".join(lines)
 
 
-def write_report(run_dir: Path, command: str | None = None) -> Path:
+def write_report(run_dir: Path, command: str | None = None, against: Path | None = None) -> Path:
     """Regenerate RUN_DIR/report.md and RUN_DIR/plots/*.png from the run's records (and command.txt, and a
-    frontier run's frontier.json); plots without data are removed."""
+    frontier run's frontier.json, and ``against``: another run whose latency CIs are compared); plots without
+    data are removed."""
     run_dir = Path(run_dir)
     records = read_records(run_dir / "records.jsonl")
+    other = (Path(against).name, read_records(Path(against) / "records.jsonl")) if against is not None else None
     if command is None and (run_dir / "command.txt").is_file():
         command = (run_dir / "command.txt").read_text().strip()
     df, frontier, out = frame(records), load_frontier(run_dir), run_dir / "plots"
@@ -224,7 +234,7 @@ def write_report(run_dir: Path, command: str | None = None) -> Path:
         run_env = None
     path = run_dir / "report.md"
     path.write_text(render(records, run_dir, command, links, frontier,
-                           run_env if isinstance(run_env, dict) else None), encoding="utf-8")
+                           run_env if isinstance(run_env, dict) else None, other), encoding="utf-8")
     return path
 
 

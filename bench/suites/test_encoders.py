@@ -1,10 +1,11 @@
-"""One test per planned case: equality gate, paired latency (through pytest-benchmark), size,
-memory, quality and FLOPs, all written to the case's Record by the plugin."""
+"""One test per planned case: equality gate, paired latency (``bench.measure.paired``; its rounds reach
+pytest-benchmark's JSON through the plugin's hooks), size, memory, quality and FLOPs, all written to the
+case's Record by the plugin."""
 
 import pytest
 
 
-def test_case(case, benchmark, bench_session, record, isolated_rounds):
+def test_case(case, bench_session, record, timed_rounds):
     bench_session.describe(case, record)
     reason = bench_session.unavailable(case)
     if reason:
@@ -13,6 +14,7 @@ def test_case(case, benchmark, bench_session, record, isolated_rounds):
     if bench_session.isolate:  # a case per subprocess: a crash, hang or OOM costs that case only
         from bench.launch.isolate import run_isolated
 
-        isolated_rounds.extend(run_isolated(bench_session, case, record))  # the plugin puts them in benchmark.json
+        timed_rounds.extend(run_isolated(bench_session, case, record))
     else:
-        bench_session.run(case, record, benchmark)
+        bench_session.run(case, record)
+        timed_rounds.extend(bench_session.last_samples)
