@@ -75,6 +75,7 @@ EXPORTS = [
     ("layers", "layers[top]@0.50", "tiny-bert", "hf", []),
     ("bf16", "heads+ffn@0.5", "tiny-bert", "hf", ["--dtype", "bfloat16"]),
     ("minilm", "heads+ffn@0.5", "minilm", "hf", []),
+    ("own", "heads+ffn@0.5", "OWN", "hf", []),  # a user's own encoder: a local HF directory (tiny-roberta saved)
 ]
 
 # Hides openvino (find_spec returns None for a None entry of sys.modules), then runs the CLI.
@@ -99,6 +100,19 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+def _own_encoder(path: Path) -> None:
+    """A user's own encoder directory: tiny-roberta's seeded weights, config and tokenizer, save_pretrained."""
+    from bench.models import load_model
+
+    loaded = load_model("tiny-roberta")
+    loaded.model.save_pretrained(str(path))
+    loaded.tokenizer.save_pretrained(str(path))
+
+
+def _model(name: str, d: Path) -> str:
+    return str(d / "own-encoder") if name == "OWN" else name
+
+
 def _texts() -> list[str]:
     from bench.export import CHECK_SENTENCES
     from bench.models import sentences
@@ -106,7 +120,7 @@ def _texts() -> list[str]:
     return list(sentences()[:CHECK_SENTENCES])
 
 
-def _reference(model_name: str, label: str) -> np.ndarray:
+def _reference(model_name: str, label: str, d: Path | None = None) -> np.ndarray:
     """The prunebench variant's mean-pooled embeddings of the check sentences, float32."""
     from argparse import Namespace
 
@@ -116,7 +130,7 @@ def _reference(model_name: str, label: str) -> np.ndarray:
 
     flags = Namespace(method=None, sparsity=None, norm=None, allocation=None, seed=None, importance=None, recover=None,
                       fit=None, calibration=None, recover_seconds=None)
-    loaded = load_model(model_name)
+    loaded = load_model(_model(model_name, d) if d else model_name)
     model = bake(apply(loaded.fresh(), recipe_from(label, flags))).eval()
     inputs = loaded.encode(_texts(), CHECK_SEQ_LEN)
     with torch.inference_mode():
@@ -131,14 +145,16 @@ def exported(tmp_path_factory) -> dict:
     (d / "full" / "x.txt").write_text("taken")
     (d / "no_openvino.py").write_text(NO_OPENVINO)
     (d / "corrupt.py").write_text(CORRUPT_AFTER_WRITE)
-    cmds = [(["export", label, "--model", model, "--to", fmt, "--out", str(d / name), *extra], d)
+    _own_encoder(d / "own-encoder")
+    cmds = [(["export", label, "--model", _model(model, d), "--to", fmt, "--out", str(d / name), *extra], d)
             for name, label, model, fmt, extra in EXPORTS]
     bad = {"unknown method": ["export", "heads+fnn@0.5", "--to", "hf", "--out", str(d / "b1")],
            "out not empty": ["export", "heads@0.5", "--model", "tiny-bert", "--to", "hf", "--out", str(d / "full")],
            "dtype onnx": ["export", "heads@0.5", "--to", "onnx", "--dtype", "bfloat16", "--out", str(d / "b2")],
            "label token": ["export", "heads[fast]@0.5", "--to", "hf", "--out", str(d / "b3")],
            "no recipe": ["export", "--to", "hf", "--out", str(d / "b4")],
-           "format": ["export", "heads@0.5", "--to", "tflite", "--out", str(d / "b5")]}
+           "format": ["export", "heads@0.5", "--to", "tflite", "--out", str(d / "b5")],
+           "model dir": ["export", "heads@0.5", "--model", str(d / "no-such-model"), "--to", "hf", "--out", str(d / "b7")]}
     cmds += [(argv, d) for argv in bad.values()]
     cmds.append((["export", "heads@0.5", "--model", "tiny-bert", "--to", "openvino", "--out", str(d / "b6")], d,
                  d / "no_openvino.py"))
@@ -162,7 +178,7 @@ def _reload(tmp: Path, out: Path, mode: str, reference: np.ndarray, tol: float) 
 
 
 @pytest.mark.parametrize("name,mode,tol", [("hf", "hf", 1e-5), ("onnx", "onnx", 1e-4), ("openvino", "openvino", 1e-4),
-                                           ("layers", "hf-plain", 1e-5), ("minilm", "hf+st", 1e-5)])
+                                           ("layers", "hf-plain", 1e-5), ("minilm", "hf+st", 1e-5), ("own", "hf", 1e-5)])
 def test_a_fresh_interpreter_without_prunebench_reproduces_the_embeddings(exported, tmp_path, name, mode, tol):
     proc = exported["exports"][name]
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
@@ -171,7 +187,7 @@ def test_a_fresh_interpreter_without_prunebench_reproduces_the_embeddings(export
     assert info["check"]["passed"] and info["check"]["max_abs_diff"] <= tol and info["check"]["min_cosine"] > 0.9999
     assert info["format"] == EXPORTS[[e[0] for e in EXPORTS].index(name)][3] and info["prunebench_git_sha"]
     label, model = next((e[1], e[2]) for e in EXPORTS if e[0] == name)
-    reloaded = _reload(tmp_path, out, mode, _reference(model, label), tol)
+    reloaded = _reload(tmp_path, out, mode, _reference(model, label, exported["dir"]), tol)
     assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr[-3000:]
 
 
@@ -181,6 +197,8 @@ def test_layers_only_needs_no_custom_code_and_heads_ffn_ships_its_loader(exporte
     assert not (exported["dir"] / "layers" / "modeling_pruned.py").exists()
     shrunk = json.loads((exported["dir"] / "hf" / "config.json").read_text())
     assert shrunk["auto_map"]["AutoModel"] == "modeling_pruned.PrunedBertModel"
+    own = json.loads((exported["dir"] / "own" / "config.json").read_text())
+    assert own["auto_map"]["AutoModel"] == "modeling_pruned.PrunedRobertaModel"
     assert [x["num_heads"] for x in shrunk["pruned_layers"]] == [2, 2]
     assert (exported["dir"] / "minilm" / "modules.json").is_file() and (exported["dir"] / "minilm" / "1_Pooling").is_dir()
 
@@ -200,7 +218,7 @@ def test_bfloat16_export_stores_half_weights_within_the_half_tolerance(exported)
 @pytest.mark.parametrize("what,needle", [("unknown method", "heads+fnn"), ("out not empty", "not an empty directory"),
                                          ("dtype onnx", "float32 only"), ("label token", "'fast'"),
                                          ("no recipe", "no recipe given"), ("format", "tflite"),
-                                         ("openvino missing", "prunebench[openvino]")])
+                                         ("model dir", "does not exist"), ("openvino missing", "prunebench[openvino]")])
 def test_bad_input_exits_2_with_one_line(exported, what, needle):
     proc = exported["bad"][what]
     err = proc.stderr.strip().splitlines()
