@@ -1,7 +1,7 @@
-"""``prunebench run | report | compare | gate | prune | merge | list | frontier``: the command line.
+"""``prunebench run | report | compare | gate | prune | export | merge | list | frontier``: the command line.
 
 This module only parses and dispatches: ``run`` is ``bench/run.py``, the other commands' bodies are in
-``bench/commands.py``. Exit codes: 0 done; 1 a case failed (or a regression); 2 bad input, one line naming the problem and
+``bench/commands.py`` (``export``: ``bench/export.py``). Exit codes: 0 done; 1 a case failed (or a regression); 2 bad input, one line naming the problem and
 the fix, no traceback.
 """
 
@@ -150,6 +150,19 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="directory to write (must not hold a model yet)")
     pr.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors", help="file format")
 
+    ex = sub.add_parser("export", help="write a recipe's variant as ONNX, OpenVINO IR or an HF directory, checked against prunebench")
+    ex.add_argument("recipe", nargs="?", help="recipe label (heads+ffn@0.5, heads+ffn[fisher,lstsq]@0.50) or recipe_config JSON")
+    ex.add_argument("--to", required=True, choices=("onnx", "openvino", "hf"), help="format to write")
+    ex.add_argument("--out", required=True, help="directory to write (new or empty)")
+    ex.add_argument("--model", default="minilm", help="model name or HF directory (default: minilm)")
+    ex.add_argument("--dtype", default="float32", help="weights dtype: float32 | bfloat16 | float16 (hf only; default float32)")
+    ex.add_argument("--method", help="pruning method, instead of or over RECIPE's")
+    ex.add_argument("--sparsity", type=float, help="fraction removed, e.g. 0.5")
+    ex.add_argument("--norm", help="importance norm (method-dependent): l1 | l2 | random")
+    ex.add_argument("--allocation", help="structured methods: uniform | global")
+    ex.add_argument("--seed", type=int, help="seed for random methods")
+    _recovery_flags(ex)
+
     mg = sub.add_parser("merge", help="join the run directories of shards of one plan into one run directory")
     mg.add_argument("out_dir", help="the merged run directory (new)")
     mg.add_argument("shard_dirs", nargs="+", help="run directories written by `prunebench run --shard i/n`")
@@ -186,7 +199,8 @@ def _parser() -> argparse.ArgumentParser:
 _COMMANDS = {"run": "bench.run:run_command", "report": "bench.commands:report_command",
              "compare": "bench.commands:compare_command", "gate": "bench.commands:gate_command",
              "prune": "bench.commands:prune_command", "merge": "bench.commands:merge_command",
-             "list": "bench.commands:list_command", "frontier": "bench.commands:frontier_command"}
+             "list": "bench.commands:list_command", "frontier": "bench.commands:frontier_command",
+             "export": "bench.export:export_command"}
 
 
 def _dispatch(a: argparse.Namespace) -> int:
@@ -212,11 +226,12 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from bench.plan import PlanError
     from bench.records import RecordError
     from bench.runtimes import UnknownRuntime
+    from bench.export import ExportError
     from bench.runtimes.onnx_runtime import OnnxExportError
     from pruning import RecipeError, TargetError
 
     return (UsageError, ModelError, PlanError, RecordError, UnknownRuntime, RecipeError, TargetError, MergeError,
-            OnnxExportError, argparse.ArgumentTypeError)
+            OnnxExportError, ExportError, argparse.ArgumentTypeError)
 
 
 def main(argv: list[str] | None = None) -> int:
