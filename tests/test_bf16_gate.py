@@ -19,7 +19,7 @@ from bench.engine import Session
 from bench.models import load_model
 from bench.plan import Case, Plan
 from bench.runtimes import get_runtime
-from bench.runtimes.base import HALF_TOLERANCE, ROUNDING_REF, equality_gate
+from bench.runtimes.base import HALF_TOLERANCE, ROUNDING_REF, SCALED_HALF_COSINE, equality_gate
 from bench.variants import build_runner
 from pruning import PruneRecipe
 from pruning.targets import discover
@@ -83,3 +83,17 @@ def test_a_reference_that_rounds_like_dense_keeps_the_relative_half_tolerance():
     for dtype in ("bfloat16", "float16"):
         assert equality_gate(rt, "torch-dense", dtype, ref, ref, mask, ROUNDING_REF / 2).tolerance == HALF_TOLERANCE[dtype]
         assert equality_gate(rt, "torch-dense", dtype, ref, ref, mask, 4 * ROUNDING_REF).tolerance == pytest.approx(4 * HALF_TOLERANCE[dtype])
+
+
+def test_a_scaled_half_gate_is_not_nominal_outputs_within_the_tolerance_but_unlike_the_reference_fail(planted):
+    session, case, _ = planted
+    ref, rounding = session.reference(case), session.reference_rounding(case)
+    mask = torch.ones(ref.shape[:2], dtype=torch.long)
+    ok = equality_gate(get_runtime("torch-dense"), "torch-dense", "bfloat16", ref, ref, mask, rounding)
+    assert ok.error is None and ok.cosine == pytest.approx(1.0) and ok.floor == SCALED_HALF_COSINE
+    # a planted fault inside the (wide) scaled tolerance that points every embedding elsewhere
+    signs = torch.randn(ref.shape[-1], generator=torch.Generator().manual_seed(0)).sign()
+    scrambled = ref + 0.9 * ok.tolerance * signs
+    assert float((scrambled - ref).abs().max()) <= ok.tolerance
+    gate = equality_gate(get_runtime("torch-dense"), "torch-dense", "bfloat16", scrambled, ref, mask, rounding)
+    assert gate.error is not None and "cosine floor" in gate.error

@@ -38,6 +38,10 @@ HALF_TOLERANCE = {"float16": 1e-2, "bfloat16": 5e-2}
 # factor. A model's conditioning amplifies every precision's rounding alike: MiniLM heads+ffn[fisher,lstsq]@0.25
 # rounds 2.9e-4 in fp32 (57x this) and its bf16 cast differs by 5.18 (dense: 0.056, 92x less)
 ROUNDING_REF = 5e-6
+# A half-precision tolerance scaled for an ill-conditioned reference can exceed the reference's own values
+# (MiniLM heads+ffn[fisher,lstsq]@0.25: 18.4 against a largest value of 6.4), so it alone would pass nearly
+# anything: such a gate also needs the served embeddings (mean-pooled) to keep this cosine to the fp32 reference.
+SCALED_HALF_COSINE = 0.99
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -263,7 +267,9 @@ def equality_gate(runtime: Runtime, name: str, dtype: str, out: torch.Tensor, re
     in fp16/bf16) is stated for a reference that rounds by at most ``ROUNDING_REF``; one that rounds more
     (weights re-fitted by recovery cancel in larger sums, so every precision's rounding grows alike) gets it
     scaled by ``rounding / ROUNDING_REF``, so that the gate judges the runtime's error relative to what
-    rounding does to this model, not to a better-conditioned one."""
+    rounding does to this model, not to a better-conditioned one. A scaled half-precision tolerance can be
+    wider than the outputs themselves, so it has a second lock: the pooled cosine to the reference must be at
+    least ``SCALED_HALF_COSINE``."""
     same = out.shape == ref.shape
     diff = float((out - ref).abs().max()) if same else float("inf")
     shapes = f"(shapes {tuple(out.shape)} vs {tuple(ref.shape)})"
@@ -282,4 +288,11 @@ def equality_gate(runtime: Runtime, name: str, dtype: str, out: torch.Tensor, re
         tol *= rounding / ROUNDING_REF
     error = None if diff <= tol else (
         f"{name} outputs differ from torch-masked: max abs diff {diff:.3g} > tolerance {tol:.2g}{why} {shapes}")
+    if why and dtype != "float32":  # the scaled half tolerance is loose: the pooled outputs must still agree
+        cos = pooled_cosine(out, ref, attention_mask) if same else float("nan")
+        if error is None and not cos >= SCALED_HALF_COSINE:
+            error = (f"{name} outputs fall below the scaled {dtype} gate's cosine floor: pooled cosine to fp32 "
+                     f"torch-masked {cos:.4f} < {SCALED_HALF_COSINE} (max abs diff {diff:.3g} within tolerance "
+                     f"{tol:.2g}{why}) {shapes}")
+        return Gate(diff, tol, round(cos, 6), SCALED_HALF_COSINE, error)
     return Gate(diff, tol, None, None, error)
