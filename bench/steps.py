@@ -130,7 +130,7 @@ def equality(session: Session, case: Case, built: Built) -> Equality:
     (``runtimes.base.equality_gate``), before anything is timed."""
     ref = session.reference(case)
     mask = get_model(case.model).batch(case.batch, case.seq_len)["attention_mask"]
-    rounding = session.reference_rounding(case) if case.dtype == "float32" else None
+    rounding = session.reference_rounding(case)  # scales the fp32 and the half-precision tolerance alike
     gate = equality_gate(get_runtime(case.runtime), case.runtime, case.dtype, built.runner.outputs(), ref, mask, rounding)
     return Equality(gate, rounding)
 
