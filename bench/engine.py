@@ -18,9 +18,10 @@ from pruning import PruneRecipe
 
 from . import steps
 from .measure.flops import macs
+from .measure.embed_cache import EmbedCache, default_dir
 from .measure.memory import MemoryMeter
 from .measure.quality import MAX_LEN, EvalTask, QualityMeter, QualityResult, corpus_task, file_task
-from .measure.size import Size, measure_size, save_safetensors
+from .measure.size import Size, SizeMeter, save_safetensors
 from .plan import Case, Plan
 from .records import Record
 from .runtimes import Runner, Variant, get_runtime
@@ -88,7 +89,7 @@ class Session:
     """Everything shared by the cases of one run."""
 
     def __init__(self, plan: Plan, out_dir: Path, run_id: str, *, isolate: bool = False,
-                 case_timeout_s: float | None = None):
+                 case_timeout_s: float | None = None, cache_dir: Path | None = None):
         self.plan = plan
         self.out_dir = Path(out_dir)
         self.run_id = run_id
@@ -103,7 +104,12 @@ class Session:
         self._base_size: dict[str, object] = {}
         self._masked: tuple[tuple, torch.nn.Module] | None = None
         self._reference: dict[tuple, tuple[torch.Tensor, float]] = {}
-        self._quality = QualityMeter()  # embeddings per (model, recipe, dtype), computed once per run
+        # each distinct thing measured once: artifacts by their bytes, embeddings by weights and inputs; on disk
+        # too unless the plan says cache = false (cache_dir: where, default ~/.cache/prunebench)
+        disk = (cache_dir or default_dir()) if plan.cache else None
+        self.size_meter = SizeMeter(disk)
+        self.embed_cache = EmbedCache(disk)
+        self._quality = QualityMeter(embedder=self.embed_cache.embed_texts)  # per (model, recipe, dtype), once a run
         self._task: EvalTask | None = None
         self._dense_macs: dict[tuple, int] = {}
         self.memory_meter = MemoryMeter(case_timeout_s)  # each baseline measured twice, cached
@@ -132,7 +138,7 @@ class Session:
         """The baseline artifact's size, measured once per baseline case."""
         base = case.baseline
         if base.case_id not in self._base_size:
-            self._base_size[base.case_id] = measure_size(self.baseline(case).artifact)
+            self._base_size[base.case_id] = self.size_meter.measure(self.baseline(case).artifact)
         return self._base_size[base.case_id]
 
     def masked(self, model: str, recipe: PruneRecipe) -> torch.nn.Module:

@@ -53,6 +53,7 @@ def build_plan(a: argparse.Namespace):
         "threads": a.threads,
         "time_cap_s": a.time_cap,
         "memory": False if a.no_memory else None,
+        "cache": False if a.no_cache else None,
         "eval": a.eval,
     }
     data = recovery_keys(a)
@@ -95,7 +96,7 @@ _PLAN_FLAGS = {"model": "--model", "methods": "--methods", "sparsity": "--sparsi
                "runtimes": "--runtimes", "device": "--device", "dtype": "--dtype", "baseline": "--baseline",
                "batch": "--batch", "seq_len": "--seq-len",
                "threads": "--threads", "plan": "--plan", "out": "--out", "quick": "--quick", "time_cap": "--time-cap",
-               "no_memory": "--no-memory", "eval": "--eval", "shard": "--shard", "shards": "--shards"}
+               "no_memory": "--no-memory", "no_cache": "--no-cache", "eval": "--eval", "shard": "--shard", "shards": "--shards"}
 
 
 def check_flags(a: argparse.Namespace) -> None:

@@ -3,13 +3,21 @@ tiny-bert runs the regression tests (test_compare, test_gate) read (recorded onc
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the run's on-disk cache (sizes, quality embeddings: bench/measure/embed_cache.py) goes to a directory of the
+# test session's own, never the user's ~/.cache; every CLI run the tests start inherits it
+_CACHE = tempfile.mkdtemp(prefix="prunebench-test-cache-")
+os.environ["XDG_CACHE_HOME"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 TINY = ("tiny-bert", "tiny-distilbert", "tiny-roberta")
