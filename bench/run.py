@@ -13,6 +13,7 @@ import json
 import logging
 import shlex
 import sys
+import time
 from pathlib import Path
 
 __all__ = ["UsageError", "build_plan", "check_flags", "command_line", "execute", "out_dir", "pytest_args", "recovery_keys",
@@ -226,6 +227,13 @@ def pytest_args(out: Path, info: dict, resume: bool) -> list[str]:
     return args
 
 
+def _wall_s() -> float:
+    """Seconds since this process started: the run's wall time as its user waits for it, imports included."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
 def execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> int:
     """Run the plan's cases (its shard, less what a resumed run has ok) under pytest, then write the report."""
     import pytest
@@ -234,6 +242,7 @@ def execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> i
     from .launch.shard import parse_shard
     from .records import exit_status, read_records
     from .report import summary_table, time_spent, write_report
+    from .report.markdown import measured_s
 
     shard = parse_shard(info["shard"]) if info.get("shard") else None
     cases = plan.cases_in_shard(shard)
@@ -261,7 +270,10 @@ def execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> i
     report = write_report(out, command)
     print()
     print(summary_table(records))
-    spent = time_spent(records)
+    wall = _wall_s()
+    spent = time_spent(records, wall)
+    info.update(wall_s=round(wall, 1), overhead_s=round(wall - measured_s(records), 1))  # .ci/time-run reads them
+    (out / "run.json").write_text(json.dumps(info, indent=1))
     print(f"\n{spent}" if spent else "", f"\nreport: {report}")
     if interrupted:
         left = len({c.case_id for c in cases} - {r["case_id"] for r in records})

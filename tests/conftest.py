@@ -3,21 +3,13 @@ tiny-bert runs the regression tests (test_compare, test_gate) read (recorded onc
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# the run's on-disk cache (sizes, quality embeddings: bench/measure/embed_cache.py) goes to a directory of the
-# test session's own, never the user's ~/.cache; every CLI run the tests start inherits it
-_CACHE = tempfile.mkdtemp(prefix="prunebench-test-cache-")
-os.environ["XDG_CACHE_HOME"] = _CACHE
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 TINY = ("tiny-bert", "tiny-distilbert", "tiny-roberta")
@@ -40,6 +32,21 @@ memory = false
 method = "global-l1"
 sparsity = 0.5
 """
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_home(tmp_path_factory):
+    """The run's on-disk cache (sizes, quality embeddings: bench/measure/embed_cache.py) goes to a directory of
+    the test session's own, never the user's ~/.cache; every CLI run a test starts inherits it. A fixture, not
+    an import-time setting: ``prunebench run`` in the repository loads this conftest too, and a user's run must
+    keep its cache."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
 
 
 @pytest.fixture(autouse=True)

@@ -182,3 +182,15 @@ def test_a_plan_with_cache_false_gives_the_session_no_disk_cache(tmp_path):
         on.close()
     with pytest.raises(PlanError, match="cache must be true or false"):
         plan_from_dict({**d, "cache": "no"})
+
+
+def test_the_runs_last_lines_give_the_harness_overhead_as_wall_minus_the_measured_phases():
+    """Build, equality and latency follow each other; size, memory and quality run side by side (the longest
+    counts): 10 + 2 + 3 + max(4, 6, 1) = 21 s measured, so a 30 s wall leaves 9 s of harness overhead."""
+    from bench.report.markdown import measured_s, time_spent
+
+    records = [{"phase_s": {"build": 10.0, "equality": 2.0, "latency": 3.0, "size": 4.0, "memory": 6.0, "quality": 1.0},
+                "duration_s": 21.5}]
+    assert measured_s(records) == pytest.approx(21.0)
+    assert "harness overhead 9 s" in time_spent(records, 30.0) and "Wall 30 s" in time_spent(records, 30.0)
+    assert "overhead" not in time_spent(records)
