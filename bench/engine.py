@@ -99,14 +99,15 @@ class Session:
         self._tmp = Path(tempfile.mkdtemp(prefix="prunebench-"))
         from .calibrate import CACHE_ENV
 
-        os.environ[CACHE_ENV] = str(self._tmp / "variants")  # data-aware variants built once (bench/calibrate.py)
+        disk = (cache_dir or default_dir()) if plan.cache else None  # None: nothing read or written there
+        # data-aware variants built once (bench/calibrate.py): across runs when cached, else in this run
+        os.environ[CACHE_ENV] = str(self._variants(disk) or self._tmp / "variants")
         self._baselines: dict[str, Runner] = {}
         self._base_size: dict[str, object] = {}
         self._masked: tuple[tuple, torch.nn.Module] | None = None
         self._reference: dict[tuple, tuple[torch.Tensor, float]] = {}
         # each distinct thing measured once: artifacts by their bytes, embeddings by weights and inputs; on disk
         # too unless the plan says cache = false (cache_dir: where, default ~/.cache/prunebench)
-        disk = (cache_dir or default_dir()) if plan.cache else None
         self.size_meter = SizeMeter(disk)
         self.embed_cache = EmbedCache(disk)
         self._quality = QualityMeter(embedder=self.embed_cache.embed_texts)  # per (model, recipe, dtype), once a run
@@ -114,6 +115,15 @@ class Session:
         self._dense_macs: dict[tuple, int] = {}
         self.memory_meter = MemoryMeter(case_timeout_s)  # each baseline measured twice, cached
         self._dense_bytes: dict[str, int] = {}
+
+    def _variants(self, disk: Path | None) -> Path | None:
+        """The on-disk directory of the plan's data-aware variants (``bench.variant_cache``), or None."""
+        from .variant_cache import variant_dir
+
+        data_aware = [c for c in self.plan.cases if c.recipe.needs_calibration]
+        if disk is None or not data_aware:
+            return None
+        return variant_dir(disk, [c.model for c in data_aware], {c.threads for c in data_aware})
 
     def close(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)

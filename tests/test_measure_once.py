@@ -5,6 +5,7 @@ cache. Counting fakes stand in for the slow measurements, so every assertion is 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -194,3 +195,32 @@ def test_the_runs_last_lines_give_the_harness_overhead_as_wall_minus_the_measure
     assert measured_s(records) == pytest.approx(21.0)
     assert "harness overhead 9 s" in time_spent(records, 30.0) and "Wall 30 s" in time_spent(records, 30.0)
     assert "overhead" not in time_spent(records)
+
+
+def test_data_aware_variants_are_kept_across_runs_only_for_the_same_code_weights_and_threads(tmp_path, monkeypatch):
+    from bench import variant_cache
+
+    first = variant_cache.variant_dir(tmp_path, ["tiny-bert"], {1})
+    assert variant_cache.variant_dir(tmp_path, ["tiny-bert"], {1}) == first and first.parent == tmp_path / "variants"
+    assert variant_cache.variant_dir(tmp_path, ["tiny-bert"], {2}) != first
+    assert variant_cache.variant_dir(tmp_path, ["tiny-bert", "tiny-roberta"], {1}) != first
+    monkeypatch.setattr(variant_cache, "_sources_digest", lambda: "pruning code changed")
+    assert variant_cache.variant_dir(tmp_path, ["tiny-bert"], {1}) != first
+
+
+def test_a_session_keeps_data_aware_variants_on_disk_unless_the_plan_says_cache_false(tmp_path):
+    import os
+
+    from bench.calibrate import CACHE_ENV
+    from bench.engine import Session
+    from bench.plan import plan_from_dict
+
+    d = {"models": ["tiny-bert"], "recipes": [{"method": "heads+ffn", "sparsity": 0.5, "importance": "fisher",
+                                               "calibration": 16}]}
+    for cache, inside in ((True, tmp_path / "c" / "variants"), (False, None)):
+        session = Session(plan_from_dict({**d, "cache": cache}), tmp_path / "out", "r", cache_dir=tmp_path / "c")
+        try:
+            where = Path(os.environ[CACHE_ENV])
+            assert (where.parent == inside) if cache else where.is_relative_to(session._tmp)
+        finally:
+            session.close()

@@ -7,8 +7,8 @@ serve a figure a fresh computation would not give:
 
 - the network: its class, its config, every tensor of its state dict (names, dtypes, shapes and bytes: masked
   variants hold ``weight_orig`` and ``weight_mask``), the hooks on its modules, its train/eval mode;
-- the inputs: the token ids and attention mask the tokenizer makes of the texts at ``max_len`` (the split, its
-  digest, the tokenizer and the model revision all end up here);
+- the inputs: the texts, and the token ids and attention mask the tokenizer makes of them at ``max_len`` (the
+  split, its digest, the tokenizer and the model revision all end up here);
 - the code and the numerics: the source of ``bench.measure.quality``, torch and transformers versions, the CPU
   kernels torch dispatches to and its thread count.
 
@@ -88,6 +88,7 @@ def _code_version() -> str:
 def _inputs_digest(encode: Callable[[list[str], int], dict], texts: tuple[str, ...], max_len: int) -> str:
     enc = encode(list(texts), max_len)
     h = hashlib.sha256(f"{max_len}|{len(texts)}|".encode())
+    h.update("\x00".join(texts).encode())  # the texts themselves, and what the tokenizer makes of them
     for k in sorted(enc):
         h.update(f"|{k}|{tuple(enc[k].shape)}|".encode())
         h.update(_tensor_bytes(enc[k]))
@@ -150,6 +151,7 @@ class EmbedCache:
         path = self._path(key)
         if path is None:
             return
+        tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -158,3 +160,5 @@ class EmbedCache:
             os.replace(tmp, path)  # atomic: a concurrent reader sees the whole file or none
         except OSError as exc:
             log.warning("embedding cache not written to %s (%s); the run goes on without it", path, exc)
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
