@@ -17,8 +17,8 @@ import torch
 from pruning import PruneRecipe
 
 from . import steps
-from .measure.flops import macs
 from .measure.embed_cache import EmbedCache, default_dir
+from .measure.flops import macs
 from .measure.memory import MemoryMeter
 from .measure.quality import MAX_LEN, EvalTask, QualityMeter, QualityResult, corpus_task, file_task
 from .measure.size import Size, SizeMeter, save_safetensors
