@@ -106,8 +106,7 @@ class Session:
         self._base_size: dict[str, object] = {}
         self._masked: tuple[tuple, torch.nn.Module] | None = None
         self._reference: dict[tuple, tuple[torch.Tensor, float]] = {}
-        # each distinct thing measured once: artifacts by their bytes, embeddings by weights and inputs; on disk
-        # too unless the plan says cache = false (cache_dir: where, default ~/.cache/prunebench)
+        # each distinct thing measured once (artifacts by their bytes, embeddings by weights and inputs), on disk too
         self.size_meter = SizeMeter(disk)
         self.embed_cache = EmbedCache(disk)
         self._quality = QualityMeter(embedder=self.embed_cache.embed_texts)  # per (model, recipe, dtype), once a run
@@ -126,6 +125,9 @@ class Session:
         return variant_dir(disk, [c.model for c in data_aware], {c.threads for c in data_aware})
 
     def close(self) -> None:
+        log.info("measured once: %d artifacts compressed, %d memory children, %d embeddings computed and %d read "
+                 "from the cache", self.size_meter.measured, self.memory_meter.measured, self.embed_cache.computed,
+                 self.embed_cache.loaded)
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def workdir(self, case: Case) -> Path:
