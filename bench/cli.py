@@ -108,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quick", action="store_true", help="smoke run: small shape, loose CI, short caps")
     r.add_argument("--time-cap", type=float, help="seconds of paired latency rounds per case")
     r.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory measurement")
+    r.add_argument("--no-cache", action="store_true",
+                   help="compute every size and quality embedding afresh; read and write nothing in ~/.cache/prunebench "
+                        "(plan key cache = false)")
     r.add_argument("--eval", metavar="FILE", help="score quality on your TSV (text<TAB>label or s1<TAB>s2<TAB>score) "
                    "instead of the built-in BBC News task")
     r.add_argument("-k", dest="select", help="pytest -k expression to select cases by case id")

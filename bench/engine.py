@@ -17,10 +17,11 @@ import torch
 from pruning import PruneRecipe
 
 from . import steps
+from .measure.embed_cache import EmbedCache, default_dir
 from .measure.flops import macs
 from .measure.memory import MemoryMeter
 from .measure.quality import MAX_LEN, EvalTask, QualityMeter, QualityResult, corpus_task, file_task
-from .measure.size import Size, measure_size, save_safetensors
+from .measure.size import Size, SizeMeter, save_safetensors
 from .plan import Case, Plan
 from .records import Record
 from .runtimes import Runner, Variant, get_runtime
@@ -88,7 +89,7 @@ class Session:
     """Everything shared by the cases of one run."""
 
     def __init__(self, plan: Plan, out_dir: Path, run_id: str, *, isolate: bool = False,
-                 case_timeout_s: float | None = None):
+                 case_timeout_s: float | None = None, cache_dir: Path | None = None):
         self.plan = plan
         self.out_dir = Path(out_dir)
         self.run_id = run_id
@@ -98,18 +99,35 @@ class Session:
         self._tmp = Path(tempfile.mkdtemp(prefix="prunebench-"))
         from .calibrate import CACHE_ENV
 
-        os.environ[CACHE_ENV] = str(self._tmp / "variants")  # data-aware variants built once (bench/calibrate.py)
+        disk = (cache_dir or default_dir()) if plan.cache else None  # None: nothing read or written there
+        # data-aware variants built once (bench/calibrate.py): across runs when cached, else in this run
+        os.environ[CACHE_ENV] = str(self._variants(disk) or self._tmp / "variants")
         self._baselines: dict[str, Runner] = {}
         self._base_size: dict[str, object] = {}
         self._masked: tuple[tuple, torch.nn.Module] | None = None
         self._reference: dict[tuple, tuple[torch.Tensor, float]] = {}
-        self._quality = QualityMeter()  # embeddings per (model, recipe, dtype), computed once per run
+        # each distinct thing measured once (artifacts by their bytes, embeddings by weights and inputs), on disk too
+        self.size_meter = SizeMeter(disk)
+        self.embed_cache = EmbedCache(disk)
+        self._quality = QualityMeter(embedder=self.embed_cache.embed_texts)  # per (model, recipe, dtype), once a run
         self._task: EvalTask | None = None
         self._dense_macs: dict[tuple, int] = {}
         self.memory_meter = MemoryMeter(case_timeout_s)  # each baseline measured twice, cached
         self._dense_bytes: dict[str, int] = {}
 
+    def _variants(self, disk: Path | None) -> Path | None:
+        """The on-disk directory of the plan's data-aware variants (``bench.variant_cache``), or None."""
+        from .variant_cache import variant_dir
+
+        data_aware = [c for c in self.plan.cases if c.recipe.needs_calibration]
+        if disk is None or not data_aware:
+            return None
+        return variant_dir(disk, [c.model for c in data_aware], {c.threads for c in data_aware})
+
     def close(self) -> None:
+        log.info("measured once: %d artifacts compressed, %d memory children, %d embeddings computed and %d read "
+                 "from the cache", self.size_meter.measured, self.memory_meter.measured, self.embed_cache.computed,
+                 self.embed_cache.loaded)
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def workdir(self, case: Case) -> Path:
@@ -132,7 +150,7 @@ class Session:
         """The baseline artifact's size, measured once per baseline case."""
         base = case.baseline
         if base.case_id not in self._base_size:
-            self._base_size[base.case_id] = measure_size(self.baseline(case).artifact)
+            self._base_size[base.case_id] = self.size_meter.measure(self.baseline(case).artifact)
         return self._base_size[base.case_id]
 
     def masked(self, model: str, recipe: PruneRecipe) -> torch.nn.Module:

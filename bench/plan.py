@@ -42,6 +42,7 @@ class Plan:
     min_rounds: int = 8
     memory: bool = True
     quality: bool = True
+    cache: bool = True  # reuse sizes and quality embeddings from the on-disk cache (bench/measure/embed_cache.py)
     eval: str | None = None  # noqa: A003 - a user's evaluation TSV (bench/data/evalfile.py); None: BBC News
     source: dict = field(default_factory=dict, compare=False)
 
@@ -59,7 +60,7 @@ class Plan:
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
             raise PlanError(f"warmup must be a non-negative integer, got {self.warmup!r}")
         positive_int("min_rounds", self.min_rounds)
-        for name in ("memory", "quality"):
+        for name in ("memory", "quality", "cache"):
             if not isinstance(getattr(self, name), bool):
                 raise PlanError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.eval is not None:
@@ -130,7 +131,7 @@ def _device(value: str) -> str:
 # cases; every other key is the recipe's (pruning.recipe_keys: PruneRecipe's fields and the method config's own)
 _CASE_KEYS = {"runtimes", "devices", "dtype", "baseline"}
 _PLAN_KEYS = {"name", "models", "runtimes", "devices", "batch", "seq_len", "threads", "dtype", "recipes",
-              "ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality", "baseline", "eval"}
+              "ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality", "cache", "baseline", "eval"}
 
 
 def plan_from_dict(d: dict, **overrides: Any) -> Plan:
@@ -188,7 +189,7 @@ def plan_from_dict(d: dict, **overrides: Any) -> Plan:
             case = Case(m, rec, rt, dev, b, s, threads, dt, brt, bdt)
             if all(case.case_id != c.case_id for c in cases):  # an alias and its runtime, or a recipe listed twice
                 cases.append(case)
-    knobs = {k: d[k] for k in ("ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality") if k in d}
+    knobs = {k: d[k] for k in ("ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality", "cache") if k in d}
     if d.get("eval") is not None:  # absolute, so the run's plan.json names the file wherever it is read
         _check_eval(d["eval"])
         knobs["eval"] = str(Path(d["eval"]).expanduser().resolve())

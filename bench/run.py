@@ -13,6 +13,7 @@ import json
 import logging
 import shlex
 import sys
+import time
 from pathlib import Path
 
 __all__ = ["UsageError", "build_plan", "check_flags", "command_line", "execute", "out_dir", "pytest_args", "recovery_keys",
@@ -53,6 +54,7 @@ def build_plan(a: argparse.Namespace):
         "threads": a.threads,
         "time_cap_s": a.time_cap,
         "memory": False if a.no_memory else None,
+        "cache": False if a.no_cache else None,
         "eval": a.eval,
     }
     data = recovery_keys(a)
@@ -95,7 +97,7 @@ _PLAN_FLAGS = {"model": "--model", "methods": "--methods", "sparsity": "--sparsi
                "runtimes": "--runtimes", "device": "--device", "dtype": "--dtype", "baseline": "--baseline",
                "batch": "--batch", "seq_len": "--seq-len",
                "threads": "--threads", "plan": "--plan", "out": "--out", "quick": "--quick", "time_cap": "--time-cap",
-               "no_memory": "--no-memory", "eval": "--eval", "shard": "--shard", "shards": "--shards"}
+               "no_memory": "--no-memory", "no_cache": "--no-cache", "eval": "--eval", "shard": "--shard", "shards": "--shards"}
 
 
 def check_flags(a: argparse.Namespace) -> None:
@@ -225,6 +227,13 @@ def pytest_args(out: Path, info: dict, resume: bool) -> list[str]:
     return args
 
 
+def _wall_s() -> float:
+    """Seconds since this process started: the run's wall time as its user waits for it, imports included."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
 def execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> int:
     """Run the plan's cases (its shard, less what a resumed run has ok) under pytest, then write the report."""
     import pytest
@@ -234,6 +243,7 @@ def execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> i
     from .launch.shard import parse_shard
     from .records import exit_status, read_records
     from .report import summary_table, time_spent, write_report
+    from .report.markdown import measured_s
 
     shard = parse_shard(info["shard"]) if info.get("shard") else None
     cases = plan.cases_in_shard(shard)
@@ -262,7 +272,10 @@ def execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> i
     report = write_report(out, command)
     print()
     print(summary_table(records))
-    spent = time_spent(records)
+    wall = _wall_s()
+    spent = time_spent(records, wall)
+    info.update(wall_s=round(wall, 1), overhead_s=round(wall - measured_s(records), 1))  # .ci/time-run reads them
+    (out / "run.json").write_text(json.dumps(info, indent=1))
     print(f"\n{spent}" if spent else "", f"\nreport: {report}")
     if interrupted:
         left = len({c.case_id for c in cases} - {r["case_id"] for r in records})

@@ -20,7 +20,7 @@ from .measure.flops import macs
 from .measure.latency import Latency
 from .measure.paired import measure_paired
 from .measure.memory import Memory
-from .measure.size import Size, measure_size
+from .measure.size import Size
 from .case import Case
 from .runtimes import Runner, get_runtime
 from .runtimes.base import Gate, equality_gate
@@ -174,7 +174,8 @@ class Sizes:
 
 
 def size(session: Session, case: Case, built: Built) -> Sizes:
-    return Sizes(measure_size(built.runner.artifact), session.baseline_size(case), session.safetensors_bytes(case.model))
+    return Sizes(session.size_meter.measure(built.runner.artifact), session.baseline_size(case),
+                 session.safetensors_bytes(case.model))
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,21 @@ sparsity = 0.5
 """
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cache_home(tmp_path_factory):
+    """The run's on-disk cache (sizes, quality embeddings: bench/measure/embed_cache.py) goes to a directory of
+    the test session's own, never the user's ~/.cache; every CLI run a test starts inherits it. A fixture, not
+    an import-time setting: ``prunebench run`` in the repository loads this conftest too, and a user's run must
+    keep its cache."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

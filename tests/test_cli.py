@@ -49,6 +49,8 @@ def test_run_writes_records_benchmark_env_and_report(tiny_run):
     assert baked["size_ratio"] == pytest.approx(1.0, abs=0.01)
     bench_json = json.loads((out / "benchmark.json").read_text())
     assert len(bench_json["benchmarks"]) == 4
+    info = json.loads((out / "run.json").read_text())  # the run's wall time and the harness's share of it
+    assert 0 < info["overhead_s"] < info["wall_s"]
     report = (out / "report.md").read_text()
     assert "torch-masked" in report and "torch-dense" in report and "random-init" in report
     assert "Verdict: the tutorial's claim" in report

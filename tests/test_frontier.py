@@ -92,8 +92,8 @@ def test_frontier_cli_bad_floor_exits_2_with_one_line(tmp_path):
     assert p.stderr.count("prunebench: error:") == 1 and "unknown floor metric" in p.stderr and "Traceback" not in p.stderr
 
 
-def test_default_plan_shows_weight_norm_and_data_aware_recovered_side_by_side():
-    labels = {c.recipe.label for c in builtin_plan("default").cases}
+def test_study_plan_shows_weight_norm_and_data_aware_recovered_side_by_side():
+    labels = {c.recipe.label for c in builtin_plan("study").cases}
     for s in ("0.25", "0.50"):
         assert {f"heads+ffn@{s}", f"heads+ffn[fisher]@{s}", f"heads+ffn[fisher,lstsq]@{s}"} <= labels
 

@@ -10,13 +10,28 @@ from bench.runtimes import UnknownRuntime
 from pruning import PruneRecipe, RecipeError
 
 
-def test_default_plan_is_the_tutorial_and_what_it_should_have_tried():
-    plan = builtin_plan("default")
+def test_study_plan_is_the_tutorial_and_what_it_should_have_tried():
+    plan = builtin_plan("study")
     labels = {c.recipe.label for c in plan.cases}
     assert {"global-l1[seed]@0.20", "global-l1@0.50", "global-l1@0.90", "local-l1@0.50", "global-random@0.50",
             "ln-structured@0.50"} <= labels
     assert {c.runtime for c in plan.cases} >= {"torch-masked", "torch-dense"}
     assert all((c.batch, c.seq_len, c.device) == (8, 128, "cpu") for c in plan.cases)
+
+
+def test_default_plan_answers_the_tutorials_question_in_a_few_cases_measured_as_the_study_measures_them():
+    """The default keeps the tutorial's recipe and unstructured 0.5 / 0.9 masked and baked, and the best
+    recovered recipe of each structured family; every case of it is a study case, measured with the same knobs
+    (so its figures equal those of the study's run), and nothing the study measures is lost."""
+    default, study = builtin_plan("default"), builtin_plan("study")
+    ids = {c.case_id for c in default.cases}
+    assert 12 <= len(ids) <= 16 and ids <= {c.case_id for c in study.cases}
+    knobs = ("ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality", "eval")
+    assert [getattr(default, k) for k in knobs] == [getattr(study, k) for k in knobs]
+    pairs = {(c.recipe.label, c.runtime) for c in default.cases}
+    for label in ("global-l1[seed]@0.20", "global-l1@0.50", "global-l1@0.90"):
+        assert {(label, "torch-masked"), (label, "torch-dense")} <= pairs
+    assert {("heads+ffn[global,fisher,lstsq]@0.50", "torch-dense"), ("layers[lstsq]@0.50", "torch-dense")} <= pairs
 
 
 def test_case_ids_are_readable_and_the_baseline_is_dense_in_the_same_runtime():

@@ -163,7 +163,25 @@ def _context():
 def measure_memory(runner, workdir: Path, threads: int, timeout_s: float = 300.0) -> Memory:
     """Peak memory of serving ``runner``'s artifact (written to ``workdir``) in a fresh process; raises on
     failure, TimeoutError after ``timeout_s`` (``--case-timeout``)."""
-    spec = {**runner.serving_files(Path(workdir)), "threads": threads}
+    return _measure_spec({**runner.serving_files(Path(workdir)), "threads": threads}, timeout_s)
+
+
+def spec_digest(spec: dict) -> str | None:
+    """A hash of what a memory child would load and how (its pickled module and batch, the imports, device,
+    threads, compile flag), or None for artifacts that are not one self-contained file (ONNX, OpenVINO IR: their
+    weights may sit in files beside the one named): those are measured every time."""
+    import hashlib
+    import json
+
+    if spec.get("kind") != "torch" or set(spec) - {"kind", "path", "imports", "device", "threads", "compile"}:
+        return None
+    h = hashlib.sha256(json.dumps({k: v for k, v in spec.items() if k != "path"}, sort_keys=True).encode())
+    with open(spec["path"], "rb") as fh:
+        h.update(hashlib.file_digest(fh, "sha256").digest())
+    return h.hexdigest()
+
+
+def _measure_spec(spec: dict, timeout_s: float = 300.0) -> Memory:
     ctx = _context()
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(spec, queue), daemon=True)
@@ -184,22 +202,37 @@ def measure_memory(runner, workdir: Path, threads: int, timeout_s: float = 300.0
 
 
 class MemoryMeter:
-    """A run's memory measurements (each in a fresh process, limited to ``timeout_s``): a case's variant once,
-    its baseline twice, cached per baseline: the first is the reference, the second over the first the run's
-    A/A figure (``mem_aa_ratio``), from which the report's noise band comes."""
+    """A run's memory measurements (each in a fresh process, limited to ``timeout_s``): each distinct artifact
+    once (:func:`spec_digest`: a second case serving the same bytes reuses the first's figure), and each
+    baseline twice, cached per baseline: the first is the reference, the second (always measured afresh) over
+    the first the run's A/A figure (``mem_aa_ratio``), from which the report's noise band comes."""
 
-    def __init__(self, timeout_s: float | None = None):
+    def __init__(self, timeout_s: float | None = None, measure=_measure_spec):
         self._limit = {} if timeout_s is None else {"timeout_s": timeout_s}
+        self._measure = measure
         self._baselines: dict[str, tuple[Memory, float | None]] = {}
+        self._by_artifact: dict[str, Memory] = {}
+        self.measured = 0  # fresh processes started
+
+    def _fresh(self, spec: dict) -> Memory:
+        self.measured += 1
+        return self._measure(spec, **self._limit)
 
     def measure(self, runner, workdir: Path, threads: int) -> Memory:
-        """Peak memory of serving ``runner``'s artifact (see :func:`measure_memory`)."""
-        return measure_memory(runner, workdir, threads, **self._limit)
+        """Peak memory of serving ``runner``'s artifact (see :func:`measure_memory`), once per distinct artifact."""
+        spec = {**runner.serving_files(Path(workdir)), "threads": threads}
+        key = spec_digest(spec)
+        if key is None:
+            return self._fresh(spec)
+        if key not in self._by_artifact:
+            self._by_artifact[key] = self._fresh(spec)
+        return self._by_artifact[key]
 
     def baseline(self, key: str, runner, workdir: Path, threads: int) -> tuple[Memory, float | None]:
         """The baseline ``key``'s memory (its first measurement) and the A/A ratio second / first."""
         if key not in self._baselines:
-            a, b = (self.measure(runner, workdir, threads) for _ in range(2))
+            a = self.measure(runner, workdir, threads)
+            b = self._fresh({**runner.serving_files(Path(workdir)), "threads": threads})
             self._baselines[key] = (a, b.model_mb / a.model_mb if a.model_mb > 0 else None)
         return self._baselines[key]
 

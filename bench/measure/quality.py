@@ -257,6 +257,7 @@ class QualityMeter:
 
     resamples: int = BOOTSTRAP
     seed: int = SEED
+    embedder: Callable[..., torch.Tensor] = embed_texts  # bench.measure.embed_cache.EmbedCache.embed_texts: once per weights
     _emb: dict[Hashable, dict[str, torch.Tensor]] = field(default_factory=dict)
     _items: dict[Hashable, dict[str, np.ndarray]] = field(default_factory=dict)
     _results: dict[Hashable, QualityResult] = field(default_factory=dict)
@@ -268,7 +269,7 @@ class QualityMeter:
         if missing:
             model = net(key)
             for g in missing:
-                have[g] = embed_texts(model, encode, task.texts[g], max_len)
+                have[g] = self.embedder(model, encode, task.texts[g], max_len)
         return have
 
     def _task_items(self, key: Hashable, emb: dict[str, torch.Tensor], task: EvalTask, max_len: int) -> dict[str, np.ndarray]:

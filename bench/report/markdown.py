@@ -102,8 +102,24 @@ def _masked_vs_baked(df: pd.DataFrame) -> list[str]:
             pd.DataFrame(rows).to_markdown(index=False), ""]
 
 
-def time_spent(records: list[dict]) -> str:
-    """One line: where a run's time went, summed over its cases' phases (``phase_s``)."""
+_SIDE_BY_SIDE = ("size", "memory", "quality")
+
+
+def measured_s(records: list[dict]) -> float:
+    """Seconds the cases' measured phases take end to end: each case's phases one after the other, except
+    size, memory and quality, which run side by side (the longest of them counts)."""
+    total = 0.0
+    for r in records:
+        p = r.get("phase_s") or {}
+        total += sum(v for k, v in p.items() if k not in _SIDE_BY_SIDE)
+        total += max((p.get(k, 0.0) for k in _SIDE_BY_SIDE), default=0.0)
+    return total
+
+
+def time_spent(records: list[dict], wall_s: float | None = None) -> str:
+    """One line: where a run's time went, summed over its cases' phases (``phase_s``); with the run's wall time,
+    also the harness's own overhead (wall minus the measured phases: imports, loading, pytest, the report), so a
+    change that slows the harness shows."""
     total: dict[str, float] = {}
     for r in records:
         for k, v in (r.get("phase_s") or {}).items():
@@ -112,8 +128,13 @@ def time_spent(records: list[dict]) -> str:
     if not total:
         return ""
     parts = ", ".join(f"{k} {v:.0f} s" for k, v in sorted(total.items(), key=lambda kv: -kv[1]))
-    return (f"Time: {wall:.0f} s in {len(records)} cases; by phase {parts} (size, memory and quality run side by "
+    line = (f"Time: {wall:.0f} s in {len(records)} cases; by phase {parts} (size, memory and quality run side by "
             "side after the timing, so phases can add up to more than the wall time).")
+    if wall_s is None:
+        return line
+    measured = measured_s(records)
+    return (f"{line} Wall {wall_s:.0f} s: measured phases {measured:.0f} s, harness overhead {wall_s - measured:.0f} s "
+            "(imports, loading, pytest, the report).")
 
 
 def _verdict(r: dict, band: float = MEM_FLOOR) -> str:
