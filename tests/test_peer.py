@@ -31,7 +31,8 @@ def fake_peer(monkeypatch):
 
 def _variant():
     inputs = {"input_ids": torch.arange(12).reshape(2, 6), "attention_mask": torch.ones(2, 6, dtype=torch.long)}
-    return SimpleNamespace(loaded=SimpleNamespace(name="minilm", source=str(_st_dir())), inputs=inputs, dtype="float32")
+    return SimpleNamespace(loaded=SimpleNamespace(name="minilm", source=str(_st_dir()), model=None), inputs=inputs,
+                           dtype="float32")
 
 
 def _st_dir() -> Path:

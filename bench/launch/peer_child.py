@@ -77,9 +77,14 @@ class Peer:
 
                 peer.save_pretrained(str(src))  # the fp32 export the quantizer reads
                 export_dynamic_quantized_onnx_model(peer, quantize, str(src))
-                name = f"model_qint8_{quantize}.onnx"
+                written = sorted((src / "onnx").glob(f"model_*_{quantize}.onnx"))  # q/qu: the config's weight dtype
+                if not written:
+                    raise FileNotFoundError(f"the {quantize} quantization wrote no onnx/model_*_{quantize}.onnx")
+                name = written[0].name
                 peer = SentenceTransformer(str(src), backend="onnx", device="cpu",
-                                           model_kwargs={**kwargs, "file_name": name})
+                                           model_kwargs={**kwargs, "file_name": f"onnx/{name}"})
+                if Path(peer.transformers_model.session._model_path).name != name:
+                    raise RuntimeError(f"sentence-transformers loaded {peer.transformers_model.session._model_path}, not {name}")
             else:
                 peer.save_pretrained(str(src))
             artifact = str(src / "onnx" / name)

@@ -100,9 +100,10 @@ class PeerRunner(Runner):
     """A sentence-transformers backend served by the peer child. ``outputs`` are its last hidden states on our
     tokenized batches; ``measure_paired`` times it in the child against the peer's own torch fp32."""
 
-    def __init__(self, child: PeerChild, inputs: dict[str, torch.Tensor], loaded: dict):
+    def __init__(self, child: PeerChild, inputs: dict[str, torch.Tensor], loaded: dict, backend: str, dense: torch.nn.Module):
         self.child = child
         self.inputs = inputs
+        self.backend, self._dense = backend, dense
         self.info = loaded["info"]
         self.versions = loaded.get("versions", {})
         self.artifact = Path(loaded["artifact"]) if loaded.get("artifact") else child.workdir / "model"
@@ -114,6 +115,22 @@ class PeerRunner(Runner):
         out = self.child.workdir / "out.npy"
         self.child.request("outputs", inputs=self.child.save(self.inputs if inputs is None else inputs), out=str(out))
         return torch.from_numpy(np.load(out)).float()
+
+    def serving_files(self, directory: Path) -> dict:
+        """For the memory child, which runs in prunebench's venv: the peer's own ONNX file (our ONNX Runtime) or
+        OpenVINO IR (our OpenVINO); for st-torch the dense fp32 module it loads from the same safetensors (the
+        same tensors in torch eager: what the peer holds, measured by our torch, not the peer venv's)."""
+        feed = Path(directory) / "inputs.pt"
+        torch.save(self.inputs, feed)
+        if self.backend == "onnx":
+            return {"kind": "onnx", "path": str(self.artifact), "inputs": str(feed), "imports": ["onnxruntime"],
+                    "device": "cpu"}
+        if self.backend == "openvino":
+            return {"kind": "openvino", "path": str(self.artifact), "inputs": str(feed), "imports": ["openvino"],
+                    "config": {"INFERENCE_NUM_THREADS": str(torch.get_num_threads())}, "device": "cpu"}
+        path = Path(directory) / "serve.pt"
+        torch.save({"net": self._dense, "inputs": self.inputs}, path)
+        return {"kind": "torch", "path": str(path), "imports": [type(self._dense).__module__], "device": "cpu"}
 
     def measure_paired(self, **protocol: Any) -> Latency:
         """The paired rounds timed in the child (peer backend vs sentence-transformers torch fp32, same batch),
@@ -172,7 +189,7 @@ class StPeerRuntime(Runtime):
         except PeerChildError:
             child.close()
             raise
-        return PeerRunner(child, variant.inputs, loaded)
+        return PeerRunner(child, variant.inputs, loaded, self.backend, variant.loaded.model)
 
 
 # one module, four runtimes: the registry names each as "st_peer:<ATTRIBUTE>"
