@@ -88,9 +88,11 @@ def test_without_the_peer_venv_the_st_rows_are_skipped_with_the_reason_and_the_b
 
 def test_the_peer_runs_dense_only_and_its_venv_is_named_by_its_requirements(monkeypatch, tmp_path):
     monkeypatch.setenv("PRUNEBENCH_PEER_CACHE", str(tmp_path))
-    case = SimpleNamespace(recipe=SimpleNamespace(method="heads+ffn"), dtype="float32")
+    case = SimpleNamespace(model="minilm", recipe=SimpleNamespace(method="heads+ffn"), dtype="float32")
     assert "cannot prune" in get_runtime("st-onnx").incompatible(case)
-    case = SimpleNamespace(recipe=SimpleNamespace(method="dense"), dtype="bfloat16")
+    case = SimpleNamespace(model="tiny-bert", recipe=SimpleNamespace(method="dense"), dtype="float32")
+    assert "sentence-transformers model directory" in get_runtime("st-onnx").incompatible(case)
+    case = SimpleNamespace(model="minilm", recipe=SimpleNamespace(method="dense"), dtype="bfloat16")
     assert get_runtime("st-torch").incompatible(case) is None and "float32" in get_runtime("st-onnx").incompatible(case)
     a, b = peer_venv.peer_venv_dir(), peer_venv.peer_venv_dir((*peer_venv.REQUIREMENTS, "extra"))
     assert a.parent == tmp_path and a.name.startswith("peer-venv-") and a != b

@@ -145,6 +145,16 @@ class PeerRunner(Runner):
             child.close()
 
 
+def _st_dir(model: str) -> Path:
+    """The directory the peer loads ``model`` from (the bundled MiniLM's package directory, or the model's own),
+    without loading it; a random-init architecture has none (an empty path)."""
+    if model == "minilm":
+        from bench.models import _minilm_dir
+
+        return _minilm_dir()
+    return Path(model) if Path(model).is_dir() else Path()
+
+
 class StPeerRuntime(Runtime):
     """One sentence-transformers backend, run by the peer child in the peer venv."""
 
@@ -164,6 +174,9 @@ class StPeerRuntime(Runtime):
         return None
 
     def incompatible(self, case) -> str | None:
+        if not (_st_dir(case.model) / "modules.json").is_file():
+            return (f"{self.name} needs a sentence-transformers model directory (with modules.json); "
+                    f"{case.model} is not one")
         if case.recipe.method != "dense":
             return f"{self.name} runs the dense model only: sentence-transformers cannot prune"
         allowed = ("float32", "bfloat16") if self.backend == "torch" else ("float32",)
