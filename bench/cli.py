@@ -194,6 +194,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--run-timeout", type=_seconds, default=1800.0, metavar="S", help="wall-clock limit per run (default 1800)")
 
     sub.add_parser("list", help="models, methods, runtimes, and why any is unavailable here")
+    v = sub.add_parser("peer-venv", help="build (once, cached) the venv the st-* peer runtimes run in")
+    v.add_argument("--rebuild", action="store_true", help="delete and rebuild the cached peer venv")
     return p
 
 
@@ -203,7 +205,7 @@ _COMMANDS = {"run": "bench.run:run_command", "report": "bench.commands:report_co
              "compare": "bench.commands:compare_command", "gate": "bench.commands:gate_command",
              "prune": "bench.commands:prune_command", "merge": "bench.commands:merge_command",
              "list": "bench.commands:list_command", "frontier": "bench.commands:frontier_command",
-             "export": "bench.export:export_command"}
+             "export": "bench.export:export_command", "peer-venv": "bench.launch.peer_venv:peer_venv_command"}
 
 
 def _dispatch(a: argparse.Namespace) -> int:

@@ -150,10 +150,12 @@ class Speed:
 
 def latency(session: Session, case: Case, built: Built) -> Speed:
     """Variant and baseline timed in balanced blocks until the verdict is decided (or, with the plan's
-    ``ci_target``, the CI is that tight) or the time cap (``measure.paired.measure_paired``)."""
+    ``ci_target``, the CI is that tight) or the time cap (``measure.paired.measure_paired``). A runner with its own
+    ``measure_paired`` (``runtimes.st_peer``) runs the same protocol in its process against its own dense fp32."""
     p = session.plan
-    lat = measure_paired(built.runner.timed, built.baseline.timed, target=p.ci_target, time_cap_s=p.time_cap_s,
-                         warmup=p.warmup, min_rounds=p.min_rounds)
+    protocol = {"target": p.ci_target, "time_cap_s": p.time_cap_s, "warmup": p.warmup, "min_rounds": p.min_rounds}
+    own = getattr(built.runner, "measure_paired", None)  # a runner timed in its own process (the peer) brings its rounds
+    lat = own(**protocol) if own else measure_paired(built.runner.timed, built.baseline.timed, **protocol)
     return Speed(lat, built.flops_ratio)
 
 

@@ -16,7 +16,8 @@ __all__ = ["ALIASES", "RUNTIMES", "Runner", "Runtime", "UnknownRuntime", "Runtim
            "get_runtime", "runtime_names"]
 
 # runtime name -> module under bench.runtimes, or an absolute module path for a runtime that lives
-# elsewhere (a plugin, or a test-only runtime); add a line to add a runtime
+# elsewhere (a plugin, or a test-only runtime), optionally ":ATTRIBUTE" where a module holds several
+# runtimes (default RUNTIME); add a line to add a runtime
 RUNTIMES: dict[str, str] = {
     "torch-masked": "torch_masked",
     "torch-dense": "torch_dense",
@@ -29,6 +30,9 @@ RUNTIMES: dict[str, str] = {
     "torch-compile": "torch_compile",
     "openvino": "openvino_fp32",
     "openvino-sparse-int8": "openvino_sparse_int8",
+    # the peer, sentence-transformers' own backends in their own venv: "module:ATTRIBUTE" (one module, four runtimes)
+    "st-torch": "st_peer:ST_TORCH", "st-onnx": "st_peer:ST_ONNX", "st-onnx-qint8": "st_peer:ST_ONNX_QINT8",
+    "st-openvino": "st_peer:ST_OPENVINO",
 }
 
 # old name -> (runtime, baseline runtime): `onnxruntime-vs-torch` was ORT with dense torch as its baseline
@@ -49,9 +53,9 @@ def get_runtime(name: str) -> Runtime:
         near = difflib.get_close_matches(name, list(RUNTIMES), n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         raise UnknownRuntime(f"unknown runtime {name!r}{hint}; use one of {', '.join(RUNTIMES)}")
-    module = RUNTIMES[name]
+    module, _, attr = RUNTIMES[name].partition(":")
     mod = importlib.import_module(module if "." in module else f"{__name__}.{module}")
-    runtime = getattr(mod, "RUNTIME", None)
+    runtime = getattr(mod, attr or "RUNTIME", None)
     if not isinstance(runtime, Runtime):
         raise TypeError(f"runtime module {mod.__name__} has no RUNTIME instance of bench.runtimes.base.Runtime; "
                         "define a Runtime subclass and RUNTIME = ThatClass()")
