@@ -426,3 +426,22 @@ def test_alternatives_verdict_uses_the_task_drop_where_rows_have_one(tmp_path):
             "torch-dense · float32, 1.43x") in text
     assert "0.830 (Δ -0.030 [-0.050, -0.010])" in text and "R@1 (Δ vs dense fp32 [CI])" in text
     assert save(alternatives_plot(rows(frame(recs))), tmp_path / "plots" / PLOT).stat().st_size > 0
+
+
+def test_alternatives_section_states_prunebench_best_against_the_peers_best_at_equal_quality():
+    """The peer's rows (st-*) take part in the quality bar like any row; the line compares the two fastest
+    still-good rows as one ratio, and a fast peer row below the bar does not count."""
+    from bench.report import frame
+    from bench.report.alternatives import section
+
+    recs = [_row("dense@0.00", "torch-dense", "float32", 1.0, 1.0),
+            _row("layers@0.50", "torch-dense", "float32", 0.4, 0.995),
+            _row("dense@0.00", "st-onnx", "float32", 0.8, 1.0),
+            _row("dense@0.00", "st-onnx-qint8", "float32", 0.3, 0.95)]  # faster, but below the cosine bar
+    text = "\n".join(section(frame(recs)))
+    assert ("prunebench's fastest, layers@0.50 · torch-dense · float32 (0.40), takes 0.50x [0.45, 0.55] the time of "
+            "the peer's fastest, dense@0.00 · st-onnx · float32 (0.80): 2.00x faster") in text
+    none = "\n".join(section(frame(recs[:2])))
+    assert "Against the peer" not in none
+    lost = "\n".join(section(frame([recs[0], _row("dense@0.00", "st-onnx", "float32", 0.8, 0.5), recs[1]])))
+    assert "no row of sentence-transformers' own backends kept" in lost

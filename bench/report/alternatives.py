@@ -21,7 +21,8 @@ import pandas as pd
 
 from .quality import delta_cell, task_figure
 
-__all__ = ["BASELINE", "PLOT", "QUALITY_FLOOR", "TASK_DROP", "rows", "section", "table", "verdict"]
+__all__ = ["BASELINE", "PEER_PREFIX", "PLOT", "QUALITY_FLOOR", "TASK_DROP", "peer_line", "rows", "section", "table",
+           "verdict"]
 
 log = logging.getLogger("bench.report.alternatives")
 
@@ -29,6 +30,7 @@ BASELINE = ("torch-dense", "float32")  # the one baseline every row of the secti
 QUALITY_FLOOR = 0.99  # cosine to dense fp32 for the verdict's "at a quality you can still ship"
 TASK_DROP = 0.02  # largest paired drop of the task figure vs dense fp32 for the verdict (2 points)
 PLOT = "alternatives_pareto.png"  # the section's plot, under the run's plots/
+PEER_PREFIX = "st-"  # the peer's rows: sentence-transformers' own backends (bench/runtimes/st_peer.py)
 
 
 def _num(x) -> bool:
@@ -115,6 +117,36 @@ def verdict(d: pd.DataFrame, floor: float = QUALITY_FLOOR) -> str:
     return head + " — a pruned variant."
 
 
+def peer_line(d: pd.DataFrame, floor: float = QUALITY_FLOOR) -> str | None:
+    """prunebench's fastest still-good row against the peer's (sentence-transformers' own backends, runtimes
+    ``st-*``) at the same quality bar, as one ratio from this run: prunebench's latency ratio / the peer's
+    (< 1: prunebench's row is faster), with a conservative interval from the two 95% CIs (lo/hi, hi/lo). None
+    when the run has no ok peer row. The peer's rows are timed against sentence-transformers' torch fp32 of the
+    same dense model in the peer's venv, the others against torch-dense fp32 here: the quotient assumes those
+    two baselines are the same model at the same speed (both dense fp32 torch eager of one checkpoint)."""
+    ok = d[(d["status"] == "ok") & d["speedup"].notna()]
+    if ok.empty:
+        return None
+    keep, bar = _quality_bar(ok, floor)
+    peer = ok["runtime"].astype(str).str.startswith(PEER_PREFIX)
+    if not peer.any():
+        return None
+    ours, theirs = ok[keep & ~peer], ok[keep & peer]
+    if theirs.empty:
+        return f"**Against the peer:** no row of sentence-transformers' own backends kept {bar}."
+    t = theirs.sort_values("latency_ratio").iloc[0].to_dict()
+    if ours.empty:
+        return (f"**Against the peer:** the peer's {t['label']} ({t['latency_ratio']:.2f}) keeps {bar}; no row of "
+                "prunebench's does.")
+    o = ours.sort_values("latency_ratio").iloc[0].to_dict()
+    q = o["latency_ratio"] / t["latency_ratio"]
+    ci = (f" [{o['latency_ratio_lo'] / t['latency_ratio_hi']:.2f}, {o['latency_ratio_hi'] / t['latency_ratio_lo']:.2f}]"
+          if all(_num(o.get(k)) and _num(t.get(k)) for k in ("latency_ratio_lo", "latency_ratio_hi")) else "")
+    return (f"**Against the peer** (at {bar}): prunebench's fastest, {o['label']} ({o['latency_ratio']:.2f}), takes "
+            f"{q:.2f}x{ci} the time of the peer's fastest, {t['label']} ({t['latency_ratio']:.2f}): "
+            f"{1 / q:.2f}x {'faster' if q < 1 else 'slower'} than sentence-transformers' own best backend here.")
+
+
 def section(df: pd.DataFrame, plot: str | None = None) -> list[str]:
     """The report section's markdown lines (none when the run has no alternatives rows), linking ``plot`` (the
     Pareto plot's path relative to the run directory) when given."""
@@ -127,7 +159,10 @@ def section(df: pd.DataFrame, plot: str | None = None) -> list[str]:
              "keeps on disk; peak memory: RSS while serving in a fresh process; quality: scored on the held-out split from "
              "what this runtime and dtype serve — the task figure with its paired change vs dense fp32 (95% CI), and "
              "the mean cosine of mean-pooled embeddings to the dense fp32 model.", "",
-             "**Verdict:** " + verdict(d), "", table(d), ""]
+             "**Verdict:** " + verdict(d), ""]
+    peer = peer_line(d)
+    lines += [peer, ""] if peer else []
+    lines += [table(d), ""]
     skipped = d[d["status"] != "ok"]
     if len(skipped):
         lines += ["Not measured here:", ""]
