@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import re
+import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -189,9 +190,16 @@ def advise_command(a: argparse.Namespace) -> int:
     report = write_advice(out, a, floors, search.selection, confirmed, skipped, task)
     print(report.text)
     print(f"advice: {report.path}")
-    if report.recommendation is None:
+    if report.recommendation is not None or report.dense:
+        return 0
+    untimed = [c.key for c in survivors if c.key not in {r["advise_key"] for r in confirmed}]
+    unscored = [c.key for c in runnable if c.key not in search.selection]
+    if untimed or unscored:
+        print(f"prunebench: the budget ran out before a candidate was confirmed ({len(unscored)} not scored, "
+              f"{len(untimed)} survivors not timed); re-run with the same --out and a larger --budget to resume",
+              file=sys.stderr, flush=True)
+    else:
         near = closest(search.selection, confirmed, floors)
         print(f"prunebench: no candidate meets {a.floor}" + (f"; closest: {near}" if near else "")
-              + "; lower the floor or widen --methods/--runtimes", flush=True)
-        return 1
-    return 0
+              + "; lower the floor or widen --methods/--runtimes", file=sys.stderr, flush=True)
+    return 1

@@ -30,6 +30,7 @@ class Advice:
     text: str
     path: Path
     recommendation: dict | None
+    dense: bool = False  # True: candidates met the floor but none was faster than dense: ship the dense model
 
 
 def peer_runtimes() -> list[Candidate]:
@@ -118,6 +119,7 @@ def write_advice(out: Path, a: argparse.Namespace, floors: tuple[Floor, ...], se
     latency ratio vs dense torch fp32) meeting the floor on the report split, unless none is faster than dense."""
     passing = [r for r in confirmed if r["advise_passes"] and not r["runtime"].startswith(PEER_PREFIX)]
     best = passing[0] if passing else None
+    dense = best is not None and best["latency_ratio"] >= 1
     peers = [r for r in confirmed if r["runtime"].startswith(PEER_PREFIX)]
     front = pareto(confirmed)
     scored, passed = len(selection), sum(1 for s in selection.values() if s["passes"])
@@ -135,7 +137,7 @@ def write_advice(out: Path, a: argparse.Namespace, floors: tuple[Floor, ...], se
     if best is None:
         lines += ["## Recommendation", "", "none: no timed candidate meets the floor on the report split"
                   + ("" if passed else " (none met it on the selection split)"), ""]
-    elif best["latency_ratio"] >= 1:
+    elif dense:
         lines += ["## Recommendation", "", f"ship the dense model: the fastest confirmed candidate, {best['advise_key']}, "
                   f"has latency ratio {_ci(best, 'latency_ratio')} (not faster than dense torch fp32)", ""]
         best = None
@@ -153,4 +155,4 @@ def write_advice(out: Path, a: argparse.Namespace, floors: tuple[Floor, ...], se
     text = "\n".join(lines)
     path = out / "advice.md"
     path.write_text(text)
-    return Advice(text, path, best)
+    return Advice(text, path, best, dense)
