@@ -124,15 +124,29 @@ class Search:
 def select(search: Search, cands: list[Candidate], floors: tuple[Floor, ...], score: Callable[[Candidate], dict],
            share: float = 0.5) -> list[Candidate]:
     """Stage 1: score each candidate not yet recorded on the selection split, while its share of the budget
-    lasts; return those that meet the floor (in grid order). A candidate left unscored is not timed."""
+    lasts; return those that meet the floor (in grid order). A candidate left unscored is not timed. fp32 weight
+    sets go first; an int8/bf16 candidate whose fp32 weight set fails the floor is counted as failing unscored
+    (quantizing or casting does not give back what pruning took), which saves the costliest scorings."""
     stop_at = search.budget_s * (1 - share)
-    for i, c in enumerate(cands):
+    order = sorted(cands, key=lambda c: (c.served, -expected_speedup(c)))  # fp32 weight sets first, promising first
+    failed: dict[str, dict] = {}  # recipe label -> its fp32 weight set's figures, where they fail the floor
+    for i, c in enumerate(order):
         if c.key in search.selection:
+            s = search.selection[c.key]
+            if not c.served and not s["passes"]:
+                failed[c.recipe.label] = s["figures"]
             continue
         if search.left() < stop_at:
             log.warning("advise: quality budget spent after %d of %d candidates", i, len(cands))
             break
+        if c.served and c.recipe.label in failed:  # int8/bf16 do not give back what pruning took
+            search.selection[c.key] = {"passes": False, "figures": failed[c.recipe.label],
+                                       "scored": "not scored: its fp32 weight set fails the floor"}
+            search.save()
+            continue
         ok, got = meets(floors, score(c))
+        if not ok and not c.served:
+            failed[c.recipe.label] = got
         search.selection[c.key] = {"passes": ok, "figures": got, "scored": "served" if c.served else "fp32 variant"}
         search.save()
         search.progress(i + 1, len(cands), "scored on the selection split")
