@@ -180,3 +180,40 @@ def test_end_to_end_on_tiny_bert_with_a_tiny_budget(tmp_path):
         assert "prunebench export " in advice and "prunebench run --model tiny-bert" in advice
     selection = json.loads((out / "selection.json").read_text())
     assert set(selection) >= {f"{r['recipe']}/{r['runtime']}/{r['dtype']}" for r in records}
+
+
+LABELS = "".join(f"{t}\t{lab}\n" for lab, words in (("sport", "goal match team win"), ("money", "bank shares price profit"),
+                                                    ("tech", "phone chip software web")) for t in words.split())
+
+
+@pytest.fixture(scope="module")
+def own_encoder(tmp_path_factory) -> tuple[Path, Path]:
+    """A user's own encoder (tiny-roberta saved as a local HF directory) and their own labelled eval file."""
+    from bench.models import load_model
+
+    root = tmp_path_factory.mktemp("own")
+    loaded = load_model("tiny-roberta")
+    loaded.model.save_pretrained(str(root / "enc"))
+    loaded.tokenizer.save_pretrained(str(root / "enc"))
+    (root / "labels.tsv").write_text(LABELS)
+    return root / "enc", root / "labels.tsv"
+
+
+def test_own_encoder_and_eval_file_a_floor_no_candidate_meets_names_the_closest(own_encoder, tmp_path, capsys):
+    from bench.cli import main
+
+    enc, ev = own_encoder
+    code = main(["advise", "--floor", "probe>=0.5", "--model", str(enc), "--eval", str(ev), "--methods", "layers",
+                 "--runtimes", "torch-dense", "--no-memory", "--budget", "5m", "--out", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert code == 1 and "no candidate meets probe>=0.5; closest: " in err and " with probe " in err
+    assert json.loads((tmp_path / "a" / "selection.json").read_text())  # scored on the user's file
+
+
+def test_own_eval_file_without_the_floor_metric_exits_2(own_encoder, tmp_path, capsys):
+    from bench.cli import main
+
+    enc, ev = own_encoder
+    code = main(["advise", "--floor", "r@1>=-0.02", "--model", str(enc), "--eval", str(ev), "--out", str(tmp_path / "a")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "your labels eval file gives no r@1" in err
