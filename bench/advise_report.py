@@ -147,6 +147,9 @@ def write_advice(out: Path, a: argparse.Namespace, floors: tuple[Floor, ...], se
                   f"{_fmt(best, 'peak_mem_mb', '{:.0f} MB')}; floor figures on the report split: "
                   + ", ".join(f"{k} {v:+.4f}" for k, v in best["advise_figures"].items() if v is not None), "",
                   "Reproduce:", "", "```", *reproduce(best, a, out), "```", ""]
+        if "int8" in best["runtime"]:
+            lines += [f"The export is the float32 graph; {best['runtime']} quantizes it to int8 when it loads it, as in "
+                      "the timed case (bench/runtimes/).", ""]
     lines += ["## Peer", "", (_row(peers[0], front) if peers else
                               "peer: not measured (no sentence-transformers backend runtime `st-*` is registered in this build)"), ""]
     lines += ["## Timed candidates (* = Pareto front of speed, size, memory vs quality)", "",
