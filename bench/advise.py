@@ -102,6 +102,7 @@ class Search:
     out: Path
     budget_s: float
     clock: Callable[[], float] = time.monotonic
+    say: Callable[[str], None] = log.info  # the progress lines (the command prints them)
     selection: dict[str, dict] = field(default_factory=dict)
     started: float = 0.0
 
@@ -118,7 +119,7 @@ class Search:
         (self.out / "selection.json").write_text(json.dumps(self.selection, indent=1))
 
     def progress(self, done: int, total: int, what: str) -> None:
-        print(f"advise: {done}/{total} candidates {what}, {max(self.left(), 0):.0f} s left", flush=True)
+        self.say(f"advise: {done}/{total} candidates {what}, {max(self.left(), 0):.0f} s left")
 
 
 def select(search: Search, cands: list[Candidate], floors: tuple[Floor, ...], score: Callable[[Candidate], dict],
@@ -168,7 +169,7 @@ def time_survivors(search: Search, survivors: list[Candidate], launch: Callable[
             continue
         estimate = sum(costs) / len(costs) if costs else first_estimate_s
         if search.left() < estimate:
-            print(f"advise: budget reached: {len(order) - i} survivors not timed (next {c.key}, ~{estimate:.0f} s)", flush=True)
+            search.say(f"advise: budget reached: {len(order) - i} survivors not timed (next {c.key}, ~{estimate:.0f} s)")
             break
         t0 = search.clock()
         launched.append(c)

@@ -177,7 +177,7 @@ def advise_command(a: argparse.Namespace) -> int:
     for c in cands:
         why = unavailable(Case(a.model, c.recipe, c.runtime, batch=a.batch, seq_len=a.seq_len, dtype=c.dtype))
         (skipped.__setitem__(c.key, why) if why else runnable.append(c))
-    search = Search(out, a.budget)
+    search = Search(out, a.budget, say=lambda line: print(line, flush=True))
     max_len = min(a.seq_len, MAX_LEN)
     task_metrics = loaded.weights == "pretrained" or task.kind != "corpus"
     score = _scorer(a.model, task, max_len, out / "work", task_metrics)

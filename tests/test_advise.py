@@ -59,7 +59,7 @@ class FakeLaunch:
 
 
 def _search(out: Path, budget: float, clock: list) -> Search:
-    return Search(out, budget, clock=lambda: clock[0])
+    return Search(out, budget, clock=lambda: clock[0], say=print)
 
 
 def test_a_candidate_below_the_floor_is_never_timed(tmp_path):
