@@ -1,4 +1,4 @@
-"""``prunebench run | report | compare | gate | prune | export | merge | list | frontier``: the command line.
+"""``prunebench run | report | compare | gate | prune | export | merge | list | frontier | advise``: the command line.
 
 This module only parses and dispatches: ``run`` is ``bench/run.py``, the other commands' bodies are in
 ``bench/commands.py`` (``export``: ``bench/export.py``). Exit codes: 0 done; 1 a case failed (or a regression); 2 bad input, one line naming the problem and
@@ -77,6 +77,12 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def _budget(text: str) -> float:
+    from bench.advise_command import parse_budget
+
+    return parse_budget(text)
+
+
 def _recovery_flags(p: argparse.ArgumentParser) -> None:
     """Data-aware importance and recovery (pruning/importance.py, pruning/recover.py); checked by PruneRecipe."""
     p.add_argument("--importance", help="which groups go: magnitude | activation | fisher (heads/ffn), wanda (2:4, 4:8)")
@@ -136,6 +142,19 @@ def _parser() -> argparse.ArgumentParser:
     fr.add_argument("--out", help="run directory (default: results/<run-id>)")
     fr.add_argument("--allocation", help="heads/ffn: uniform | global (layers: importance | top)")
     _recovery_flags(fr)
+
+    ad = sub.add_parser("advise", help="which variant to ship: search recipes x runtimes x dtypes under a quality floor within a budget")
+    ad.add_argument("--floor", required=True, help='quality floor, e.g. "r@1>=-0.02" (task metrics: change vs dense)')
+    ad.add_argument("--budget", type=_budget, default=1200.0, help="wall-clock budget, e.g. 20m, 90s, 1h (default 20m)")
+    ad.add_argument("--eval", metavar="FILE", help="score quality on your TSV instead of the built-in BBC News task")
+    ad.add_argument("--model", default="minilm", help="model name or HF directory (default: minilm)")
+    ad.add_argument("--out", help="advise directory; the same --out again resumes (default: results/advise-<run-id>)")
+    ad.add_argument("--methods", type=_names, help="methods searched: heads+ffn, layers, unstructured (default: all)")
+    ad.add_argument("--runtimes", type=_names, help="runtimes searched (default: every one the grid knows that runs here)")
+    ad.add_argument("--time-cap", type=_seconds, default=10.0, help="seconds of paired latency rounds per timed case (default 10)")
+    ad.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory measurement")
+    ad.add_argument("--batch", type=_count, default=8, help="batch size of the timed shape (default 8)")
+    ad.add_argument("--seq-len", type=_count, default=128, help="sequence length of the timed shape (default 128)")
 
     rp = sub.add_parser("report", help="regenerate report.md of a run from its records")
     rp.add_argument("run_dir")
@@ -205,7 +224,8 @@ _COMMANDS = {"run": "bench.run:run_command", "report": "bench.commands:report_co
              "compare": "bench.commands:compare_command", "gate": "bench.commands:gate_command",
              "prune": "bench.commands:prune_command", "merge": "bench.commands:merge_command",
              "list": "bench.commands:list_command", "frontier": "bench.commands:frontier_command",
-             "export": "bench.export:export_command", "peer-venv": "bench.launch.peer_venv:peer_venv_command"}
+             "export": "bench.export:export_command", "peer-venv": "bench.launch.peer_venv:peer_venv_command",
+             "advise": "bench.advise_command:advise_command"}
 
 
 def _dispatch(a: argparse.Namespace) -> int:
