@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="local (default) or ray: one Ray task per shard, then merged into --out")
     r.add_argument("--shards", type=_count, metavar="N", help="with --executor ray: number of shards (default 4)")
 
-    fr = sub.add_parser("frontier", help="per method, the highest sparsity above a quality floor (bisection), then timed per runtime")
+    fr = sub.add_parser("frontier", help="per method, the highest reachable sparsity above a quality floor (judged on the selection split), then timed per runtime")
     fr.add_argument("--floor", required=True, help='quality floor, e.g. "r@1>=-0.02,cosine>=0.95" (task metrics: change vs dense)')
     fr.add_argument("--model", type=_names, help="model name or HF directory (default: minilm)")
     fr.add_argument("--methods", type=_names, help="structured methods, comma-separated (default: heads+ffn)")
