@@ -71,9 +71,11 @@ def _gate(session: Session, case: Case, workdir: Path) -> tuple[float, float]:
 
 
 # the runtimes of the alternatives issue (int8, OpenVINO) run a few methods each (each prepare takes seconds);
-# torch-compile (a minute of compiling per case here) has its own tests in test_alternatives.py
+# torch-compile (a minute of compiling per case here) has its own tests in test_alternatives.py, and the peer's
+# st-* runtimes (dense only, run in the peer's own venv) theirs in test_peer.py
 ALTERNATIVES = {"onnxruntime-int8", "torch-int8", "openvino", "openvino-sparse-int8"}
-MATRIX = [("tiny-bert", m, rt) for m in sorted(METHODS) for rt in RUNTIMES if rt not in ALTERNATIVES | {"torch-compile"}]
+PEER = {rt for rt in RUNTIMES if rt.startswith("st-")}
+MATRIX = [("tiny-bert", m, rt) for m in sorted(METHODS) for rt in RUNTIMES if rt not in ALTERNATIVES | PEER | {"torch-compile"}]
 MATRIX += [("tiny-bert", m, rt) for m in ("dense", "global-l1", "heads+ffn") for rt in sorted(ALTERNATIVES)]
 MATRIX += [(model, m, rt) for model in ("tiny-distilbert", "tiny-roberta") for m in ("global-l1", "2:4") for rt in SPARSE_FORMATS]
 
