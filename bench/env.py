@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 __all__ = ["CPU_FLAGS", "ENV_KEYS", "cpu_flags", "env_difference", "environment", "fingerprint", "git_state",
-           "load_average", "record_load", "runtime_versions", "setting"]
+           "cpu_clock", "foreign_cpu_share", "load_average", "record_load", "runtime_versions", "setting"]
 
 log = logging.getLogger("bench.env")
 T = TypeVar("T")
@@ -168,13 +168,46 @@ def load_average() -> list[float] | None:
         return None
 
 
-def record_load(env_json: Path, start: list[float] | None, end: list[float] | None) -> None:
-    """Add the load average at a run's start and end (``load_avg_start``, ``load_avg_end``) to its env.json
-    (written with ``environment()`` where the run left none): committed figures are measured on a quiet
-    machine, and the report warns when the load exceeded the core count."""
+def cpu_clock() -> dict[str, float] | None:
+    """CPU seconds the whole machine has been busy (/proc/stat: all but idle and iowait; steal included, as time
+    another guest took) and CPU seconds of this process and its waited-for children (``os.times``), now, with a
+    monotonic wall clock. None where /proc/stat is missing (not Linux)."""
+    import time
+
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    t = os.times()
+    return {"machine_busy_s": (sum(ticks) - ticks[3] - ticks[4]) / hz,
+            "own_s": t.user + t.system + t.children_user + t.children_system, "wall_s": time.monotonic()}
+
+
+def foreign_cpu_share(start: dict | None, end: dict | None, cores: int | None) -> float | None:
+    """The share of the machine's CPU capacity (``cores`` x wall time between two ``cpu_clock()`` readings) that
+    processes other than this run used: 0 on a quiet machine, 0.5 where another job kept one of two cores busy.
+    Unlike the load average it does not count the run's own threads. None where either reading is missing."""
+    if not start or not end or not cores:
+        return None
+    wall = end["wall_s"] - start["wall_s"]
+    if wall <= 0:
+        return None
+    foreign = (end["machine_busy_s"] - start["machine_busy_s"]) - (end["own_s"] - start["own_s"])
+    return round(min(1.0, max(0.0, foreign / (wall * cores))), 3)
+
+
+def record_load(env_json: Path, start: list[float] | None, end: list[float] | None,
+                foreign_share: float | None = None) -> None:
+    """Add the load average at a run's start and end (``load_avg_start``, ``load_avg_end``) and, where measured,
+    the share of the CPU other processes used during the run (``foreign_cpu_share``) to its env.json (written
+    with ``environment()`` where the run left none): committed figures are measured on a quiet machine, and the
+    report warns on a busy one (bench/report/provenance.py states the rule)."""
     env_json = Path(env_json)
     env = json.loads(env_json.read_text()) if env_json.is_file() else dict(environment())
     env.update(load_avg_start=start, load_avg_end=end)
+    if foreign_share is not None:
+        env["foreign_cpu_share"] = foreign_share
     env_json.write_text(json.dumps(env, indent=1))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import sys
 import time
@@ -238,7 +239,7 @@ def execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> i
     """Run the plan's cases (its shard, less what a resumed run has ok) under pytest, then write the report."""
     import pytest
 
-    from .env import load_average, record_load
+    from .env import cpu_clock, foreign_cpu_share, load_average, record_load
     from .launch.merge import carry_benchmarks, previous_benchmarks
     from .launch.shard import parse_shard
     from .records import exit_status, read_records
@@ -253,7 +254,7 @@ def execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> i
     where = f" (shard {info['shard']} of {len(plan.cases)})" if shard else ""
     print(f"prunebench: {len(todo)} cases{where} -> {out}" + (f"; {len(ok)} already ok" if resume else ""), flush=True)
     previous = previous_benchmarks(out) if resume else None  # kept aside first: pytest-benchmark truncates benchmark.json
-    code, load_start = None, load_average()
+    code, load_start, clock_start = None, load_average(), cpu_clock()
     if todo:
         code = pytest.main(pytest_args(out, info, resume))
     else:  # an empty shard, or a resumed run with nothing left to do: still a complete run directory
@@ -267,7 +268,8 @@ def execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> i
     if not (out / "records.jsonl").exists():
         print(f"prunebench: no case ran (pytest exit {int(code)})", file=sys.stderr)
         return 130 if interrupted else 1
-    record_load(out / "env.json", load_start, load_average())  # before the report, which warns on a busy machine
+    record_load(out / "env.json", load_start, load_average(),  # before the report, which warns on a busy machine
+                foreign_cpu_share(clock_start, cpu_clock(), os.cpu_count()))
     records = read_records(out / "records.jsonl")
     report = write_report(out, command)
     print()

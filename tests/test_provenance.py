@@ -31,7 +31,13 @@ def _git_state(tree: Path) -> dict:
     """``git_state()`` of a copy of bench/env.py placed in ``tree`` (as the module would run from there)."""
     spec = importlib.util.spec_from_file_location(f"env_copy_{abs(hash(str(tree)))}", tree / "bench" / "env.py")
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    import sys
+
+    was, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # a __pycache__ in the tree would be untracked source
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.dont_write_bytecode = was
     return mod.git_state()
 
 
@@ -92,6 +98,39 @@ def test_dirty_flag_and_load_are_not_environment_differences():
     assert env_difference(env, {**env, "torch": "0.0"}) is not None  # the check itself still bites
 
 
+def test_foreign_cpu_share_counts_other_processes_not_the_run_itself():
+    start = {"machine_busy_s": 100.0, "own_s": 10.0, "wall_s": 0.0}
+    quiet = {"machine_busy_s": 120.0, "own_s": 29.5, "wall_s": 10.0}  # the run used 19.5 of the 20 busy s
+    busy = {"machine_busy_s": 130.0, "own_s": 20.0, "wall_s": 10.0}  # 20 of 30 busy s were someone else's
+    assert bench.env.foreign_cpu_share(start, quiet, 2) == 0.025
+    assert bench.env.foreign_cpu_share(start, busy, 2) == 1.0  # 20 s of 20 core-seconds
+    assert bench.env.foreign_cpu_share(start, {**busy, "machine_busy_s": 115.0}, 2) == 0.25
+    assert bench.env.foreign_cpu_share(None, busy, 2) is None
+    now = bench.env.cpu_clock()
+    assert now is None or (now["machine_busy_s"] > 0 and now["own_s"] > 0)
+
+
+def test_foreign_cpu_share_sees_a_busy_neighbour_and_not_the_runs_own_work():
+    """Real clocks: a child process this run waits for is its own work; a process it does not wait for, spinning
+    beside it, is foreign."""
+    import os
+    import sys
+    import time
+
+    if bench.env.cpu_clock() is None:
+        pytest.skip("no /proc/stat")
+    spin = [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"]
+    start = bench.env.cpu_clock()
+    subprocess.run(spin, check=True)
+    own = bench.env.foreign_cpu_share(start, bench.env.cpu_clock(), os.cpu_count())
+    start = bench.env.cpu_clock()
+    neighbour = subprocess.Popen(spin)
+    time.sleep(1.5)
+    share = bench.env.foreign_cpu_share(start, bench.env.cpu_clock(), os.cpu_count())
+    neighbour.wait()
+    assert share > own + 0.5 / os.cpu_count() - 0.1, (own, share)
+
+
 def test_record_load_adds_start_and_end_and_keeps_the_rest(tmp_path):
     path = tmp_path / "env.json"
     path.write_text(json.dumps({"cpu_count": 2, "git_sha": "abc"}))
@@ -111,9 +150,14 @@ def _rec(case_id: str, **env) -> dict:
     ([_rec("a", git_dirty=True, git_diff_sha="d1"), _rec("b", git_dirty=True, git_diff_sha="d2")], {},
      ["2 of 2 records", "d1, d2", "2 different source states"]),
     ([{"case_id": "old", "status": "ok", "env": {"git_sha": "abc1234"}}], {}, []),  # before the field: unknown, no warning
-    ([_rec("a")], {"cpu_count": 2, "load_avg_start": [0.3], "load_avg_end": [2.5]}, ["2.50 at the end", "above its 2 cores"]),
+    ([_rec("a")], {"cpu_count": 2, "load_avg_start": [0.3], "load_avg_end": [2.6]}, ["2.60 at the end", "above its 2 cores"]),
     ([_rec("a")], {"cpu_count": 16, "load_avg_start": [2.5], "load_avg_end": None}, []),
-], ids=["clean-quiet", "one-dirty", "two-diffs", "old-record", "busy-end", "no-end-load"])
+    ([_rec("a")], {"cpu_count": 2, "load_avg_start": [2.1], "load_avg_end": [2.05]}, []),  # the run's own 2 threads
+    ([_rec("a")], {"cpu_count": 2, "load_avg_start": [0.3], "load_avg_end": [2.1], "foreign_cpu_share": 0.02}, []),
+    ([_rec("a")], {"cpu_count": 2, "load_avg_start": [0.3], "load_avg_end": [2.1], "foreign_cpu_share": 0.35},
+     ["other processes used 35%"]),
+], ids=["clean-quiet", "one-dirty", "two-diffs", "old-record", "busy-end", "no-end-load", "own-threads",
+        "quiet-share", "busy-share"])
 def test_provenance_warnings_name_dirty_trees_mixed_states_and_a_busy_machine(records, run_env, expected):
     text = "\n".join(provenance_warnings(records, run_env))
     assert bool(text) == bool(expected)
@@ -152,6 +196,5 @@ def test_committed_results_come_from_a_clean_tree_on_a_quiet_machine(run):
              if (r.get("env") or {}).get("git_dirty") is True]
     assert not dirty, f"{run.name}: {len(dirty)} records from a dirty tree (e.g. {dirty[0]}); re-record from a clean commit"
     env = json.loads((run / "env.json").read_text()) if (run / "env.json").is_file() else {}
-    for when in ("start", "end"):
-        load = env.get(f"load_avg_{when}")
-        assert not load or load[0] <= env.get("cpu_count", 1), f"{run.name}: load {load} at the {when} > cores"
+    busy = provenance_warnings([], env)  # the report's own rule for a busy machine
+    assert not busy, f"{run.name}: {busy}"
