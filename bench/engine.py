@@ -47,12 +47,13 @@ def _phase(phases: dict[str, float], name: str):
 
 
 def _safe_name(case_id: str) -> str:
-    """A file name for a case id: ``/`` as ``__``, anything outside ``[A-Za-z0-9._+=@-]`` as ``_``, then a short
-    hash of the id (so ids that differ only in those characters stay apart)."""
+    """A file name for a case id: ``/`` as ``__``, anything outside ``[A-Za-z0-9._+=-]`` as ``_``, then a short
+    hash of the id (so ids that differ only in those characters stay apart). No ``@``: optimum (the peer's ONNX
+    export) reads ``path@rest`` as a hub repo at revision ``rest``; no ``,``: OpenVINO splits paths there."""
     import hashlib
     import re
 
-    name = re.sub(r"[^A-Za-z0-9._+=@-]", "_", case_id.replace("/", "__"))
+    name = re.sub(r"[^A-Za-z0-9._+=-]", "_", case_id.replace("/", "__"))
     return f"{name}-{hashlib.sha256(case_id.encode()).hexdigest()[:6]}"
 
 

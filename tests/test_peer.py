@@ -114,3 +114,23 @@ def test_the_peer_child_imports_nothing_from_bench_that_needs_our_transformers()
         bench_names = {n for n in names if n.startswith("bench")}
         assert bench_names <= {"bench.measure.paired"}, (path, bench_names)
         assert not {n for n in names if n.split(".")[0] in ("transformers", "pruning")}, path
+
+
+def test_case_workdirs_hold_no_character_a_tool_reads_specially():
+    """The peer's ONNX export (optimum) reads ``dir@x`` as a hub repo at revision ``x`` (every st-onnx case failed
+    with HFValidationError on ``.../minilm__dense``); OpenVINO splits a path at commas."""
+    from bench.engine import _safe_name
+
+    for case_id in ("minilm/dense@0.00/st-onnx/cpu/b8s128/vs-torch-dense-float32",
+                    "minilm/heads+ffn[fisher,lstsq]@0.50/openvino/cpu/b8s128"):
+        name = _safe_name(case_id)
+        assert "@" not in name and "," not in name and "/" not in name, name
+    assert _safe_name("m/a@0.5/x") != _safe_name("m/a_0.5/x")
+
+
+def test_the_peers_int8_config_follows_the_cpu_as_its_docs_advise():
+    from bench.runtimes.st_peer import quantize_config
+
+    assert quantize_config(("avx2", "avx512f", "avx512_vnni", "amx_int8")) == "avx512_vnni"
+    assert quantize_config(("avx2", "avx512f")) == "avx512"
+    assert quantize_config(("avx", "avx2", "fma")) == "avx2"

@@ -70,13 +70,16 @@ class Peer:
             options = ort.SessionOptions()
             options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
             kwargs = {"provider": "CPUExecutionProvider", "session_options": options}
+            exported = (src / "onnx" / "model.onnx").is_file()  # a second load in this workdir reads the first's export
             peer = SentenceTransformer(str(src), backend="onnx", device="cpu", model_kwargs=dict(kwargs))
+            if not exported:  # saving over the file it loaded from raises SameFileError
+                peer.save_pretrained(str(src))  # the fp32 export (the quantizer reads it)
             name = "model.onnx"
             if quantize:
                 from sentence_transformers.backend import export_dynamic_quantized_onnx_model
 
-                peer.save_pretrained(str(src))  # the fp32 export the quantizer reads
-                export_dynamic_quantized_onnx_model(peer, quantize, str(src))
+                if not sorted((src / "onnx").glob(f"model_*_{quantize}.onnx")):
+                    export_dynamic_quantized_onnx_model(peer, quantize, str(src))
                 written = sorted((src / "onnx").glob(f"model_*_{quantize}.onnx"))  # q/qu: the config's weight dtype
                 if not written:
                     raise FileNotFoundError(f"the {quantize} quantization wrote no onnx/model_*_{quantize}.onnx")
@@ -85,13 +88,13 @@ class Peer:
                                            model_kwargs={**kwargs, "file_name": f"onnx/{name}"})
                 if Path(peer.transformers_model.session._model_path).name != name:
                     raise RuntimeError(f"sentence-transformers loaded {peer.transformers_model.session._model_path}, not {name}")
-            else:
-                peer.save_pretrained(str(src))
             artifact = str(src / "onnx" / name)
         elif backend == "openvino":
+            exported = (src / "openvino" / "openvino_model.xml").is_file()
             peer = SentenceTransformer(str(src), backend="openvino", device="cpu",
                                        model_kwargs={"ov_config": {"INFERENCE_NUM_THREADS": str(threads)}})
-            peer.save_pretrained(str(src))
+            if not exported:  # writing the IR over the .bin it has mapped would kill this process (SIGBUS)
+                peer.save_pretrained(str(src))
             artifact = str(src / "openvino" / "openvino_model.xml")
         else:
             raise ValueError(f"unknown peer backend {backend!r}")

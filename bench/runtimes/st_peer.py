@@ -31,12 +31,27 @@ from bench.measure.latency import Latency
 from .base import Runner, Runtime, Variant
 from .int8 import QUALITY_FLOOR
 
-__all__ = ["CHILD", "ST_ONNX", "ST_ONNX_QINT8", "ST_OPENVINO", "ST_TORCH", "PeerChildError", "PeerRunner", "StPeerRuntime"]
+__all__ = ["CHILD", "quantize_config", "ST_ONNX", "ST_ONNX_QINT8", "ST_OPENVINO", "ST_TORCH", "PeerChildError", "PeerRunner", "StPeerRuntime"]
 
 log = logging.getLogger("bench.runtimes.st_peer")
 
 CHILD = Path(__file__).resolve().parents[1] / "launch" / "peer_child.py"
-QUANTIZE = "avx2"  # the ONNX dynamic-quantization config every x86-64 CPU here runs (avx512_vnni needs VNNI)
+QUANTIZE = "per-cpu"  # sentence-transformers' ONNX dynamic-quantization config, chosen as its docs advise per CPU
+
+
+def quantize_config(flags: tuple[str, ...] | None = None) -> str:
+    """The sentence-transformers ``export_dynamic_quantized_onnx_model`` config for this CPU, as its docs advise:
+    ``avx512_vnni`` where the CPU has VNNI, ``avx512`` with AVX-512 only, ``arm64`` on ARM, else ``avx2``."""
+    import platform
+
+    from bench.env import cpu_flags
+
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return "arm64"
+    flags = set(cpu_flags() if flags is None else flags)
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    return "avx512" if "avx512f" in flags else "avx2"
 
 
 class PeerChildError(RuntimeError):
@@ -197,7 +212,8 @@ class StPeerRuntime(Runtime):
                                  f"(with modules.json); {variant.loaded.name} comes from {variant.loaded.source}")
         child = PeerChild(python, CHILD, workdir)
         try:
-            loaded = child.request("load", model=str(model_dir), backend=self.backend, quantize=self.quantize,
+            quantize = quantize_config() if self.quantize == QUANTIZE else self.quantize
+            loaded = child.request("load", model=str(model_dir), backend=self.backend, quantize=quantize,
                                    dtype=variant.dtype, threads=torch.get_num_threads(), workdir=str(workdir))
         except PeerChildError:
             child.close()
@@ -209,6 +225,7 @@ class StPeerRuntime(Runtime):
 ST_TORCH = StPeerRuntime("st-torch", "torch", help="sentence-transformers' torch backend (peer venv)")
 ST_ONNX = StPeerRuntime("st-onnx", "onnx", help="sentence-transformers' ONNX backend, fp32 (peer venv)")
 ST_ONNX_QINT8 = StPeerRuntime("st-onnx-qint8", "onnx", QUANTIZE, QUALITY_FLOOR,
-                              help=f"sentence-transformers' ONNX backend, dynamic int8 ({QUANTIZE} config; peer venv)")
+                              help="sentence-transformers' ONNX backend, dynamic int8 (its config for this CPU: avx512_vnni, avx512, "
+                                   "avx2 or arm64; peer venv)")
 ST_OPENVINO = StPeerRuntime("st-openvino", "openvino", floor=QUALITY_FLOOR,
                             help="sentence-transformers' OpenVINO backend (bf16 on AMX by default: a quality floor)")
