@@ -170,7 +170,7 @@ def load_average() -> list[float] | None:
 
 def cpu_clock() -> dict[str, float] | None:
     """CPU seconds the whole machine has been busy (/proc/stat: all but idle and iowait; steal included, as time
-    another guest took) and CPU seconds of this process and its waited-for children (``os.times``), now, with a
+    another guest took) and CPU seconds of this process and its descendants (``_own_cpu_s``), now, with a
     monotonic wall clock. None where /proc/stat is missing (not Linux)."""
     import time
 
@@ -179,9 +179,27 @@ def cpu_clock() -> dict[str, float] | None:
         hz = os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, AttributeError):
         return None
+    return {"machine_busy_s": (sum(ticks) - ticks[3] - ticks[4]) / hz, "own_s": _own_cpu_s(), "wall_s": time.monotonic()}
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and all its descendants so far: ``os.times`` (this process and the children
+    it has reaped) plus each live descendant's own and reaped-children time (torch.compile's worker pool, a
+    peer child not yet closed), so a run's own subprocesses never count as another job's load."""
     t = os.times()
-    return {"machine_busy_s": (sum(ticks) - ticks[3] - ticks[4]) / hz,
-            "own_s": t.user + t.system + t.children_user + t.children_system, "wall_s": time.monotonic()}
+    own = t.user + t.system + t.children_user + t.children_system
+    try:
+        import psutil
+
+        for child in psutil.Process().children(recursive=True):
+            try:
+                c = child.cpu_times()
+                own += c.user + c.system + getattr(c, "children_user", 0.0) + getattr(c, "children_system", 0.0)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                pass
+    except ImportError:
+        pass
+    return own
 
 
 def foreign_cpu_share(start: dict | None, end: dict | None, cores: int | None) -> float | None:

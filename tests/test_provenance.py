@@ -111,8 +111,8 @@ def test_foreign_cpu_share_counts_other_processes_not_the_run_itself():
 
 
 def test_foreign_cpu_share_sees_a_busy_neighbour_and_not_the_runs_own_work():
-    """Real clocks: a child process this run waits for is its own work; a process it does not wait for, spinning
-    beside it, is foreign."""
+    """Real clocks: a child process this run waits for, or one still running (a worker pool), is its own work;
+    a process that is not its descendant, spinning beside it, is foreign."""
     import os
     import sys
     import time
@@ -124,10 +124,16 @@ def test_foreign_cpu_share_sees_a_busy_neighbour_and_not_the_runs_own_work():
     subprocess.run(spin, check=True)
     own = bench.env.foreign_cpu_share(start, bench.env.cpu_clock(), os.cpu_count())
     start = bench.env.cpu_clock()
-    neighbour = subprocess.Popen(spin)
+    worker = subprocess.Popen(spin)  # still alive at the second reading: a descendant, its time is the run's own
+    time.sleep(1.2)
+    live = bench.env.foreign_cpu_share(start, bench.env.cpu_clock(), os.cpu_count())
+    worker.wait()
+    assert live < 0.5 / os.cpu_count(), live
+    start = bench.env.cpu_clock()
+    # a neighbour that is not a descendant: started by a shell that exits at once (double fork)
+    subprocess.run(["sh", "-c", " ".join(f"'{a}'" for a in spin) + " >/dev/null 2>&1 &"], check=True)
     time.sleep(1.5)
     share = bench.env.foreign_cpu_share(start, bench.env.cpu_clock(), os.cpu_count())
-    neighbour.wait()
     assert share > own + 0.5 / os.cpu_count() - 0.1, (own, share)
 
 
@@ -187,6 +193,11 @@ def test_a_run_records_its_load_and_its_report_warns_on_dirty_figures_and_load(t
 
 
 def _committed_runs() -> list[Path]:
+    """The run directories git tracks under results/ (a user's own runs, results/<run-id>/, are ignored by
+    .gitignore and are not committed figures); every one where git cannot say (an export without .git)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--", "results/*/records.jsonl"], cwd=ROOT, capture_output=True)
+    if listed.returncode == 0:
+        return sorted({(ROOT / f).parent for f in listed.stdout.decode().split("\0") if f})
     return sorted(p.parent for p in (ROOT / "results").glob("*/records.jsonl"))
 
 
