@@ -106,6 +106,23 @@ def bench_session(request: pytest.FixtureRequest):
     state.get_session().close()
 
 
+@pytest.fixture(scope="session")
+def peaks(request: pytest.FixtureRequest) -> dict[str, float] | None:
+    """This CPU's matmul peak per dtype in GFLOP/s (``bench.measure.roofline``), probed once as the run starts with
+    its thread count and written to env.json (``peak_gflops``, ``peak_probe``); None when no case runs on the CPU."""
+    state = _get_state(request.config)
+    threads = sorted({c.threads for c in state.cases if c.device == "cpu"})
+    if not threads:
+        return None
+    from bench.dtypes import DTYPE_FLAGS
+    from bench.env import cpu_flags
+    from bench.measure.roofline import measure_peaks
+
+    probe = measure_peaks(threads[-1], cpu_flags(), DTYPE_FLAGS)  # a plan has one thread count
+    _write_env(state.out, probe)
+    return probe["peak_gflops"]
+
+
 @pytest.fixture
 def record(request: pytest.FixtureRequest):
     """This case's Record; the plugin writes it when the case ends, whatever the outcome."""
@@ -237,7 +254,14 @@ def pytest_sessionfinish(session: pytest.Session):
         _state = None
 
 
-def _write_env(out: Path) -> None:
+def _write_env(out: Path, fields: dict | None = None) -> None:
+    """Write the run's env.json (``environment()``), or add ``fields`` to the one there (a resumed run's)."""
     from bench.env import environment
 
-    (out / "env.json").write_text(json.dumps(environment(), indent=1))
+    path = out / "env.json"
+    try:
+        env = json.loads(path.read_text()) if fields and path.is_file() else None
+    except ValueError:
+        env = None
+    env = env if isinstance(env, dict) else dict(environment())
+    path.write_text(json.dumps({**env, **(fields or {})}, indent=1))

@@ -99,6 +99,11 @@ class Record:
     latency_stop: str | None = None
     flops_ratio: float | None = None
     efficiency: float | None = None
+    macs: int | None = None  # roofline (bench/measure/roofline.py): the variant's MACs per forward (nonzero weights),
+    achieved_gflops: float | None = None  # 2 x macs / latency_ms, the matmul peak that bounds the row (its dtype)
+    peak_dtype: str | None = None  # measured at the run's start (env.json peak_gflops), and achieved / peak
+    peak_gflops: float | None = None
+    peak_fraction: float | None = None
     peak_mem_mb: float | None = None
     peak_mem_floor_mb: float | None = None
     peak_mem_model_mb: float | None = None

@@ -19,6 +19,7 @@ from .env import environment, fingerprint
 from .measure.flops import macs
 from .measure.latency import Latency
 from .measure.paired import measure_paired
+from .measure.roofline import applicable_peak, roofline_fields
 from .measure.memory import Memory
 from .measure.size import Size
 from .case import Case
@@ -29,8 +30,8 @@ from .variants import build_runner, get_model
 if TYPE_CHECKING:
     from .engine import Session
 
-__all__ = ["Built", "CaseInfo", "Equality", "Memories", "Phases", "Sizes", "Speed", "build", "describe", "equality",
-           "latency", "memory", "size"]
+__all__ = ["Built", "CaseInfo", "Equality", "Memories", "Phases", "Roofline", "Sizes", "Speed", "build", "describe",
+           "equality", "latency", "memory", "roofline", "size"]
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,14 @@ class Built:
     sparsity_actual: float
     flops_ratio: float
     calibration: dict[str, Any] = field(default_factory=dict)
+    macs: int | None = None  # the variant's MACs per forward (nonzero weights), for the roofline
 
     def record_fields(self) -> dict[str, Any]:
         return {"arch": self.arch, "weights": self.weights, "quality_meaningful": self.weights == "pretrained",
                 **self.calibration, "runtime_info": self.runner.info,
                 **self.runner.record,  # runtime-specific fields, e.g. torch-compile's compile_s
-                "params": self.params, "sparsity_actual": self.sparsity_actual, "flops_ratio": self.flops_ratio}
+                "params": self.params, "sparsity_actual": self.sparsity_actual, "flops_ratio": self.flops_ratio,
+                "macs": self.macs}
 
 
 def build(session: Session, case: Case) -> Built:
@@ -104,9 +107,9 @@ def build(session: Session, case: Case) -> Built:
         sparsity = removed_fraction(variant)
     else:
         sparsity = sparsity_of(scope_params(variant, case.recipe.scope if case.recipe.spec.scoped else "linear"))
-    flops = macs(variant, case.batch, case.seq_len) / session.dense_macs(case)
-    return Built(runner, session.baseline(case), loaded.arch, loaded.weights,
-                 sum(p.numel() for p in variant.parameters()), round(sparsity, 6), flops, calibration)
+    work = macs(variant, case.batch, case.seq_len)
+    return Built(runner, session.baseline(case), loaded.arch, loaded.weights, sum(p.numel() for p in variant.parameters()),
+                 round(sparsity, 6), work / session.dense_macs(case), calibration, work)
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,26 @@ def latency(session: Session, case: Case, built: Built) -> Speed:
     own = getattr(built.runner, "measure_paired", None)  # a runner timed in its own process (the peer) brings its rounds
     lat = own(**protocol) if own else measure_paired(built.runner.timed, built.baseline.timed, **protocol)
     return Speed(lat, built.flops_ratio)
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """The row's achieved GFLOP/s and its fraction of the measured matmul peak that bounds it
+    (``bench.measure.roofline``); every field None where the case has no MACs or latency, or runs on a GPU."""
+
+    fields: dict[str, Any]
+
+    def record_fields(self) -> dict[str, Any]:
+        return dict(self.fields)
+
+
+def roofline(case: Case, rec: Any, peaks: dict[str, float] | None) -> Roofline:
+    """From the record's ``macs`` and ``latency_ms`` (set in this process or an isolated child's) and the run's
+    CPU peaks (``peak_gflops`` of env.json): the peak that applies is the case's dtype, else its runtime's
+    ``compute_dtype``, else float32."""
+    cpu = case.device == "cpu"
+    peak = applicable_peak(peaks, case.dtype, get_runtime(case.runtime).compute_dtype) if cpu else None
+    return Roofline(roofline_fields(rec.macs if cpu else None, rec.latency_ms, peak))
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,11 @@ torch eager (``baseline = "torch-dense:float32"``, as ``bench/plans/alternatives
 change, int8, a compiler, another runtime and pruning (and their combinations) share one scale.
 
 One table sorted by speed (latency ratio to dense fp32 torch eager with its 95% CI, speedup, size on disk,
-peak memory, the task figure with its paired change vs dense fp32 and that change's CI, and the mean
-cosine of mean-pooled embeddings to the dense fp32 model), a Pareto plot (speedup vs quality) and a
-one-sentence verdict computed from the rows: the fastest row whose task figure (recall@1 on the
-built-in corpus) drops by at most ``TASK_DROP`` vs dense fp32 — or, for random-init models that have no
+peak memory, the task figure with its paired change vs dense fp32 and that change's CI, the mean
+cosine of mean-pooled embeddings to the dense fp32 model, and the roofline: achieved GFLOP/s and the fraction
+of the measured matmul peak, ``bench.report.roofline``, with a sentence on how far the fastest row is from it),
+a Pareto plot (speedup vs quality) and a one-sentence verdict computed from the rows: the fastest row whose
+task figure (recall@1 on the built-in corpus) drops by at most ``TASK_DROP`` vs dense fp32 — or, for random-init models that have no
 task figure, whose cosine is at least ``QUALITY_FLOOR`` — and where the fastest pruned row at that
 quality stands. Pure functions of the records' DataFrame; the plot is ``section_plots.alternatives_plot`` (written
 by the report's caller).
@@ -19,6 +20,7 @@ import math
 
 import pandas as pd
 
+from . import roofline
 from .quality import delta_cell, task_figure
 
 __all__ = ["BASELINE", "PEER_PREFIX", "PLOT", "QUALITY_FLOOR", "TASK_DROP", "peer_line", "rows", "section", "table",
@@ -82,6 +84,7 @@ def table(d: pd.DataFrame) -> str:
             "peak memory (MB)": f"{r['peak_mem_mb']:.0f}" if _num(r.get("peak_mem_mb")) else "–",
             **({f"{tf[2]} (Δ vs dense fp32 [CI])": delta_cell(r, tf[0], tf[1])} if tf else {}),
             "quality: cosine to dense": f"{r['quality_cosine']:.4f}" if _num(r.get("quality_cosine")) else "–",
+            **roofline.cells(r),
         })
     return pd.DataFrame(out).to_markdown(index=False) if out else "(no successful row)"
 
@@ -158,8 +161,13 @@ def section(df: pd.DataFrame, plot: str | None = None) -> list[str]:
              "so a dtype change, int8, a compiler, another runtime and pruning share one scale. Size: what the runtime "
              "keeps on disk; peak memory: RSS while serving in a fresh process; quality: scored on the held-out split from "
              "what this runtime and dtype serve — the task figure with its paired change vs dense fp32 (95% CI), and "
-             "the mean cosine of mean-pooled embeddings to the dense fp32 model.", "",
+             "the mean cosine of mean-pooled embeddings to the dense fp32 model. GFLOP/s: the variant's FLOPs per "
+             "forward (2 x its MACs, nonzero weights) over its median latency; of peak: that rate over this CPU's "
+             "matmul peak for what the row computes in (its dtype; int8 for the int8 runtimes; else fp32), measured at "
+             "the run's start (env.json peak_gflops).", "",
              "**Verdict:** " + verdict(d), ""]
+    limit = roofline.sentence(d[d["status"] == "ok"])
+    lines += [limit, ""] if limit else []
     peer = peer_line(d)
     lines += [peer, ""] if peer else []
     lines += [table(d), ""]

@@ -6,7 +6,8 @@ A runtime is one module defining a :class:`Runtime` subclass and ``RUNTIME = Tha
 model is its default baseline; None = itself), ``tolerance(dtype, reference)``, ``unavailable(device)``,
 ``incompatible(case)`` (default: None), ``versions()`` (library versions that go into env and the case's
 fingerprint), ``prepare(variant, workdir, device) -> Runner``. A quantizing runtime sets ``quality_floor``:
-its gate is the pooled cosine to the fp32 torch-masked outputs, not an elementwise tolerance.
+its gate is the pooled cosine to the fp32 torch-masked outputs, not an elementwise tolerance; and
+``compute_dtype`` (e.g. ``"int8"``) where its matmuls run in another dtype than the case's (the roofline's peak).
 """
 
 from __future__ import annotations
@@ -212,6 +213,9 @@ class Runtime(ABC):
     baseline_runtime: ClassVar[str | None] = None  # default baseline: dense in this runtime (None) or in another
     fp32_tolerance: ClassVar[float] = 0.0  # max abs diff against torch-masked in float32
     quality_floor: ClassVar[float | None] = None  # set: the gate is pooled cosine >= this, not a tolerance
+    # what its matmuls compute in when that is not the case's dtype (e.g. "int8"): which measured matmul peak
+    # bounds its rows (bench.measure.roofline); None: the case's dtype
+    compute_dtype: ClassVar[str | None] = None
 
     def tolerance(self, dtype: str, reference: torch.Tensor) -> float:
         """Max abs diff allowed against the fp32 torch-masked reference of a model that rounds like dense

@@ -21,6 +21,7 @@ class Int8Runtime(Runtime):
 
     baseline_runtime = "torch-dense"
     quality_floor = QUALITY_FLOOR
+    compute_dtype = "int8"
     quantizes = "model"  # what it quantizes, for the dtype message
 
     def incompatible(self, case) -> str | None:

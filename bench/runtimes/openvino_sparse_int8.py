@@ -73,6 +73,7 @@ class OpenVinoSparseInt8(OpenVinoRuntime):
     name = "openvino-sparse-int8"
     help = f"int8 (QDQ) OpenVINO CPU with CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE (AMX only; {INSTALL_HINT}), vs dense torch"
     quality_floor = QUALITY_FLOOR
+    compute_dtype = "int8"
     uses_export = "quantizes"
     info_prefix = "openvino CPU int8 QDQ (ORT quantize_static, per channel)"
 

@@ -179,6 +179,8 @@ class StPeerRuntime(Runtime):
     def __init__(self, name: str, backend: str, quantize: str | None = None, floor: float | None = None,
                  help: str = ""):  # noqa: A002
         self.name, self.backend, self.quantize, self.quality_floor, self.help = name, backend, quantize, floor, help
+        # qint8: int8 MatMuls; OpenVINO runs bf16 where the CPU has it (the roofline falls back to fp32 where not)
+        self.compute_dtype = "int8" if quantize else "bfloat16" if backend == "openvino" else None
 
     def unavailable(self, device: str) -> str | None:
         if device != "cpu":
