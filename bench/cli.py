@@ -108,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--baseline", metavar="RUNTIME[:DTYPE]", help="every case's baseline, e.g. torch-dense:float32 (default: dense in the case's runtime and dtype)")
     r.add_argument("--batch", type=_ints, help="batch size(s)")
     r.add_argument("--seq-len", type=_ints, help="sequence length(s)")
+    r.add_argument("--scenario", type=_names, help="serving scenario(s), comma-separated: fixed (the fixed batch, default), "
+                   "query (batch 1, real titles at their own lengths: p50/p90/p99), offline (a corpus, length-sorted "
+                   "dynamic padding: texts/s)")
     r.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     r.add_argument("--plan", help="TOML plan file (flags override its keys)")
     r.add_argument("--out", help="run directory (default: results/<run-id>)")

@@ -4,7 +4,8 @@ returns, and the equality gate that judges a runner's outputs before anything is
 A runtime is one module defining a :class:`Runtime` subclass and ``RUNTIME = ThatClass()``, plus one line in
 ``bench.runtimes.RUNTIMES``. Its members: ``name``, ``help``, ``baseline_runtime`` (the runtime whose dense
 model is its default baseline; None = itself), ``tolerance(dtype, reference)``, ``unavailable(device)``,
-``incompatible(case)`` (default: None), ``versions()`` (library versions that go into env and the case's
+``incompatible(case)`` (default: None), ``unserved(scenario)`` (why it cannot serve inputs of varying shape;
+default: None), ``versions()`` (library versions that go into env and the case's
 fingerprint), ``prepare(variant, workdir, device) -> Runner``. A quantizing runtime sets ``quality_floor``:
 its gate is the pooled cosine to the fp32 torch-masked outputs, not an elementwise tolerance.
 """
@@ -142,6 +143,11 @@ class Runner:
     def outputs(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def run(self, inputs: dict[str, torch.Tensor]) -> None:
+        """Run once on ``inputs`` (any batch and length: a serving scenario's request or batch), the work done
+        when it returns. Runners whose ``outputs`` adds a copy or conversion override this with the bare call."""
+        self.outputs(inputs)
+
     def serving_files(self, directory: Path) -> dict:
         """Write what a fresh process loads to serve this variant (``bench.measure.memory``) into
         ``directory``; returns the spec the memory child reads: ``kind``, ``path``, ``imports``, ``device``."""
@@ -203,6 +209,11 @@ class TorchRunner(Runner):
         inputs = self.inputs if inputs is None else {k: v.to(self.device) for k, v in inputs.items()}
         return self._forward(inputs).float().cpu()
 
+    def run(self, inputs: dict[str, torch.Tensor]) -> None:
+        self._forward({k: v.to(self.device) for k, v in inputs.items()})
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
 
 class Runtime(ABC):
     """How a variant executes: the typed protocol every runtime module implements (see the module doc)."""
@@ -227,6 +238,11 @@ class Runtime(ABC):
 
     def incompatible(self, case) -> str | None:
         """Why this runtime cannot run ``case`` (a dtype or method it has no kernel for), or None."""
+        return None
+
+    def unserved(self, scenario: str) -> str | None:
+        """Why this runtime cannot serve ``scenario`` (``bench.measure.scenarios``: inputs of varying batch and
+        length through ``Runner.run``), or None; every runtime serves the fixed batch."""
         return None
 
     def versions(self) -> dict[str, str | None]:
