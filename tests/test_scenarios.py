@@ -180,3 +180,34 @@ def test_scenario_plan_key_refuses_bad_values_naming_the_fix():
         Case("tiny-bert", PruneRecipe("dense"), "torch-dense", batch=8, scenario="query")
     plan = plan_from_dict({**d, "batch": [8, 32]}, scenario=["query", "offline"])
     assert sorted(c.case_id.rsplit("/", 1)[1] for c in plan.cases) == ["offline-b32s128", "offline-b8s128", "query-b1s128"]
+
+
+def test_the_report_shows_each_scenarios_figures_beside_its_ratio():
+    from dataclasses import asdict
+
+    from bench.records import Record
+    from bench.report import render
+
+    def rec(scenario: str | None, ratio: float | None, figs: dict | None, status: str = "ok") -> dict:
+        shape = "b2s16" if scenario in (None, "fixed") else f"{scenario}-b{1 if scenario == 'query' else 2}s16"
+        return asdict(Record(run_id="r", case_id=f"tiny-bert/global-l1@0.50/torch-dense/cpu/{shape}", status=status,
+                             model="tiny-bert", weights="random-init", method="global-l1", recipe="global-l1@0.50",
+                             runtime="torch-dense", device="cpu", batch=1 if scenario == "query" else 2, seq_len=16,
+                             scenario=scenario, scenario_figures=figs, latency_ratio=ratio, latency_ratio_lo=ratio and ratio * 0.9,
+                             latency_ratio_hi=ratio and ratio * 1.1, env={"cpu": "x"}))
+
+    md = render([rec(None, 1.0, None),  # a record from before scenarios: the fixed batch
+                 rec("query", 0.8, {"p50_ms": 1.25, "p90_ms": 2.5, "p99_ms": 7.75, "baseline_p50_ms": 1.5,
+                                    "baseline_p90_ms": 3.0, "baseline_p99_ms": 9.0, "texts": 32}),
+                 rec("offline", 0.7, {"texts_per_s": 412.5, "baseline_texts_per_s": 300.25, "texts": 128}),
+                 rec("offline", None, None, status="skipped")])
+    sections = md.split("\n## ")
+    fixed = next(s for s in sections if s.startswith("tiny-bert — cpu, batch 2, seq 16"))
+    query = next(s for s in sections if s.startswith("tiny-bert — cpu, query scenario"))
+    offline = next(s for s in sections if s.startswith("tiny-bert — cpu, offline scenario"))
+    assert "p50" not in fixed and "texts/s" not in fixed
+    row = next(line for line in query.splitlines() if "0.80 [0.72, 0.88]" in line)
+    assert "1.25 / 1.50" in row and "2.50 / 3.00" in row and "7.75 / 9.00" in row
+    row = next(line for line in offline.splitlines() if "0.70 [0.63, 0.77]" in line)
+    assert "412.5 / 300.2" in row or "412.5 / 300.3" in row
+    assert "nan" not in md
