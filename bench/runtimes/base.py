@@ -4,9 +4,8 @@ returns, and the equality gate that judges a runner's outputs before anything is
 A runtime is one module defining a :class:`Runtime` subclass and ``RUNTIME = ThatClass()``, plus one line in
 ``bench.runtimes.RUNTIMES``. Its members: ``name``, ``help``, ``baseline_runtime`` (the runtime whose dense
 model is its default baseline; None = itself), ``tolerance(dtype, reference)``, ``unavailable(device)``,
-``incompatible(case)`` (default: None), ``unserved(scenario)`` (why it cannot serve inputs of varying shape;
-default: None), ``versions()`` (library versions that go into env and the case's
-fingerprint), ``prepare(variant, workdir, device) -> Runner``. A quantizing runtime sets ``quality_floor``:
+``incompatible(case)`` (default: None), ``unserved(scenario)`` (default: None), ``versions()`` (library versions
+that go into env and the case's fingerprint), ``prepare(variant, workdir, device) -> Runner``. A quantizing runtime sets ``quality_floor``:
 its gate is the pooled cosine to the fp32 torch-masked outputs, not an elementwise tolerance.
 """
 
@@ -144,8 +143,7 @@ class Runner:
         raise NotImplementedError
 
     def run(self, inputs: dict[str, torch.Tensor]) -> None:
-        """Run once on ``inputs`` (any batch and length: a serving scenario's request or batch), the work done
-        when it returns. Runners whose ``outputs`` adds a copy or conversion override this with the bare call."""
+        """One call on ``inputs`` of any shape (a scenario's request or batch); runners override the output copy away."""
         self.outputs(inputs)
 
     def serving_files(self, directory: Path) -> dict:
@@ -241,8 +239,7 @@ class Runtime(ABC):
         return None
 
     def unserved(self, scenario: str) -> str | None:
-        """Why this runtime cannot serve ``scenario`` (``bench.measure.scenarios``: inputs of varying batch and
-        length through ``Runner.run``), or None; every runtime serves the fixed batch."""
+        """Why this runtime cannot serve ``scenario`` (inputs of varying shape through ``Runner.run``), or None."""
         return None
 
     def versions(self) -> dict[str, str | None]:
