@@ -14,7 +14,9 @@ Three stages, so that nothing below the floor is ever timed and the figures repo
    recommendation (``bench.advise_report``).
 
 Everything is kept in ``OUT`` (``advise.json``, ``selection.json``, ``timed/``), so re-running with the same
-``--out`` skips what is recorded. The scenario is the fixed batch x seq_len shape of the timed cases.
+``--out`` skips what is recorded. Each survivor is timed in every scenario asked for (``--scenario``: the fixed
+batch x seq_len shape, single queries, an offline corpus; ``bench.measure.scenarios``), and the report recommends
+per scenario.
 """
 
 from __future__ import annotations
@@ -155,12 +157,12 @@ def select(search: Search, cands: list[Candidate], floors: tuple[Floor, ...], sc
 
 
 def time_survivors(search: Search, survivors: list[Candidate], launch: Callable[[list[Candidate]], list[dict]],
-                   first_estimate_s: float) -> list[dict]:
-    """Stage 2: time the survivors, most promising first, one at a time (``launch`` runs the cases given and
-    returns every record so far); stop before the next one when its estimated cost (the mean of those timed by
-    this invocation, else ``first_estimate_s``) exceeds the budget left. Returns the records."""
+                   first_estimate_s: float, scenarios: tuple[str, ...] = ("fixed",)) -> list[dict]:
+    """Stage 2: time the survivors, most promising first, one at a time (``launch`` runs the cases given, one per
+    scenario, and returns every record so far); stop before the next one when its estimated cost (the mean of
+    those timed by this invocation, else ``first_estimate_s``) exceeds the budget left. Returns the records."""
     order = sorted(survivors, key=expected_speedup, reverse=True)
-    done = _done_keys(search.out)
+    done = _done_keys(search.out, scenarios)
     costs: list[float] = []
     records: list[dict] = launch([]) if done else []
     launched: list[Candidate] = [c for c in order if c.key in done]
@@ -179,19 +181,26 @@ def time_survivors(search: Search, survivors: list[Candidate], launch: Callable[
     return records
 
 
-def _done_keys(out: Path) -> set[str]:
-    """Keys of candidates with an ok record in ``out/timed`` (a resumed search does not time them again)."""
+def _done_keys(out: Path, scenarios: tuple[str, ...] = ("fixed",)) -> set[str]:
+    """Keys of candidates with a finished record (ok, or skipped: the runtime cannot serve it) in ``out/timed`` for
+    every scenario asked (a resumed search does not time them again)."""
     from .records import read_records
 
     path = out / "timed" / "records.jsonl"
     if not path.is_file():
         return set()
-    return {r["advise_key"] for r in _keyed(read_records(path)) if r["status"] == "ok"}
+    have: dict[str, set[str]] = {}
+    for r in _keyed(read_records(path)):
+        if r["status"] in ("ok", "skipped"):
+            have.setdefault(r["advise_key"], set()).add(r["advise_scenario"])
+    return {k for k, got in have.items() if set(scenarios) <= got}
 
 
 def _keyed(records: list[dict]) -> list[dict]:
-    """Records with their candidate key (``recipe label/runtime/dtype``) added as ``advise_key``."""
-    return [{**r, "advise_key": f"{r['recipe']}/{r['runtime']}/{r.get('dtype') or 'float32'}"} for r in records]
+    """Records with their candidate key (``recipe label/runtime/dtype``) added as ``advise_key``, and their scenario
+    (records from before scenarios: the fixed batch) as ``advise_scenario``."""
+    return [{**r, "advise_key": f"{r['recipe']}/{r['runtime']}/{r.get('dtype') or 'float32'}",
+             "advise_scenario": r.get("scenario") or "fixed"} for r in records]
 
 
 def figures_of(record: dict) -> dict:
@@ -212,7 +221,7 @@ def figures_of(record: dict) -> dict:
 
 def confirm(records: list[dict], floors: tuple[Floor, ...]) -> list[dict]:
     """Stage 3: the ok timed records whose quality on the report split (what the runtime serves) meets the floor
-    too, each with ``advise_key``, ``advise_passes`` and ``advise_figures``; fastest first."""
+    too, each with ``advise_key``, ``advise_scenario``, ``advise_passes`` and ``advise_figures``; fastest first."""
     out = []
     for r in _keyed(records):
         if r["status"] != "ok" or r.get("latency_ratio") is None:

@@ -21,7 +21,8 @@ __all__ = ["advise_command", "parse_budget"]
 log = logging.getLogger("bench.advise_command")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
-_CONFIG = ("floor", "model", "eval", "batch", "seq_len", "methods", "runtimes")
+_CONFIG = ("floor", "model", "eval", "batch", "seq_len", "methods", "runtimes", "scenario")
+_DEFAULTS = {"scenario": ["fixed"]}  # what an advise.json written before the key existed asked for
 
 
 def parse_budget(text: str) -> float:
@@ -62,7 +63,7 @@ def _prepare_out(a: argparse.Namespace) -> Path:
     saved = out / "advise.json"
     if saved.is_file():
         before = json.loads(saved.read_text())
-        diff = [k for k in _CONFIG if before.get(k) != config[k]]
+        diff = [k for k in _CONFIG if before.get(k, _DEFAULTS.get(k)) != config[k]]
         if diff:
             raise UsageError(f"{out} holds an advise run with another {diff[0]} ({before.get(diff[0])!r}); "
                              "pass the same flags to resume it, or a new --out")
@@ -73,6 +74,25 @@ def _prepare_out(a: argparse.Namespace) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(config, indent=1))
     return out
+
+
+def _scenarios(given: list[str] | None) -> list[str]:
+    """``--scenario`` values, checked and deduplicated in order (default: the fixed batch)."""
+    from .measure.scenarios import SCENARIOS
+
+    out = list(dict.fromkeys(given or ["fixed"]))
+    bad = [s for s in out if s not in SCENARIOS]
+    if bad:
+        raise UsageError(f"--scenario {bad[0]!r} is not one of {', '.join(SCENARIOS)}; e.g. --scenario fixed,query")
+    return out
+
+
+def _case(a: argparse.Namespace, c, scenario: str, **kw):
+    """The timed case of candidate ``c`` in ``scenario`` (the query scenario serves batch 1)."""
+    from .case import Case
+
+    return Case(a.model, c.recipe, c.runtime, batch=1 if scenario == "query" else a.batch, seq_len=a.seq_len,
+                dtype=c.dtype, scenario=scenario, **kw)
 
 
 def _scorer(model: str, task, max_len: int, workdir: Path, task_metrics: bool):
@@ -112,7 +132,6 @@ def _launcher(out: Path, a: argparse.Namespace, command: str):
     semantics (only cases not yet ok), pytest's output kept in ``timed/run.log``; returns every record."""
     import torch
 
-    from .case import Case
     from .plan import Plan
     from .records import new_run_id, read_records
     from .run import execute
@@ -128,8 +147,8 @@ def _launcher(out: Path, a: argparse.Namespace, command: str):
 
     def launch(cands: list) -> list[dict]:
         if cands:
-            cases = tuple(Case(a.model, c.recipe, c.runtime, batch=a.batch, seq_len=a.seq_len, threads=threads,
-                               dtype=c.dtype, baseline_runtime="torch-dense", baseline_dtype="float32") for c in cands)
+            cases = tuple(_case(a, c, sc, threads=threads, baseline_runtime="torch-dense", baseline_dtype="float32")
+                          for c in cands for sc in a.scenario)
             plan = Plan(cases, name="advise", time_cap_s=a.time_cap, memory=not a.no_memory,
                         eval=str(Path(a.eval).resolve()) if a.eval else None)
             plan.save(timed / "plan.json")
@@ -150,6 +169,7 @@ def advise_command(a: argparse.Namespace) -> int:
     from .variants import get_model, unavailable
 
     floors = parse_floor(a.floor)
+    a.scenario = _scenarios(a.scenario)
     if a.eval:
         from .plan import _check_eval
 
@@ -171,12 +191,10 @@ def advise_command(a: argparse.Namespace) -> int:
         task = corpus_task(split="selection")
     _check_floor(floors, loaded.weights, task, a.model)
     out = _prepare_out(a)
-    from .case import Case
-
-    skipped, runnable = {}, []
+    skipped, runnable = {}, []  # a candidate no scenario asked for can run is not scored
     for c in cands:
-        why = unavailable(Case(a.model, c.recipe, c.runtime, batch=a.batch, seq_len=a.seq_len, dtype=c.dtype))
-        (skipped.__setitem__(c.key, why) if why else runnable.append(c))
+        whys = [unavailable(_case(a, c, sc)) for sc in a.scenario]
+        (skipped.__setitem__(c.key, whys[0]) if all(whys) else runnable.append(c))
     search = Search(out, a.budget, say=lambda line: print(line, flush=True))
     max_len = min(a.seq_len, MAX_LEN)
     task_metrics = loaded.weights == "pretrained" or task.kind != "corpus"
@@ -185,7 +203,8 @@ def advise_command(a: argparse.Namespace) -> int:
     print(f"advise: {len(survivors)}/{len(runnable)} candidates meet {a.floor} on {where(task)} "
           f"({len(skipped)} cannot run here)", flush=True)
     command = command_line()
-    records = time_survivors(search, survivors, _launcher(out, a, command), first_estimate_s=3 * a.time_cap + 15)
+    records = time_survivors(search, survivors, _launcher(out, a, command),
+                             first_estimate_s=len(a.scenario) * (3 * a.time_cap + 15), scenarios=tuple(a.scenario))
     confirmed = confirm(records, floors)
     report = write_advice(out, a, floors, search.selection, confirmed, skipped, task)
     print(report.text)

@@ -29,8 +29,8 @@ class Advice:
 
     text: str
     path: Path
-    recommendation: dict | None
-    dense: bool = False  # True: candidates met the floor but none was faster than dense: ship the dense model
+    recommendation: dict | None  # the first scenario's recommended record that has one
+    dense: bool = False  # True: no scenario has a recommendation, and in one the answer is the dense model
 
 
 def peer_runtimes() -> list[Candidate]:
@@ -90,7 +90,9 @@ def reproduce(r: dict, a: argparse.Namespace, out: Path) -> list[str]:
         if recipe.get(key) is not None:
             run += [f"--{key.replace('_', '-')}", str(recipe[key])]
     run += ["--runtimes", r["runtime"], "--dtype", r.get("dtype") or "float32", "--baseline", "torch-dense:float32",
-            "--batch", str(a.batch), "--seq-len", str(a.seq_len)]
+            "--batch", str(r.get("batch") or a.batch), "--seq-len", str(a.seq_len)]
+    scenario = r.get("advise_scenario") or r.get("scenario") or "fixed"
+    run += ["--scenario", scenario] if scenario != "fixed" else []
     run += ["--eval", a.eval] if a.eval else []
     return [" ".join(shlex.quote(x) for x in export), " ".join(shlex.quote(x) for x in run)]
 
@@ -108,54 +110,85 @@ def _fmt(r: dict, field: str, fmt: str) -> str:
 
 def _row(r: dict, front: list[dict]) -> str:
     figs = ", ".join(f"{k}: {v:+.4f}" if v is not None else f"{k}: n/a" for k, v in r["advise_figures"].items())
-    return (f"| {r['advise_key']} | {_ci(r, 'latency_ratio')} | {_fmt(r, 'size_ratio', '{:.2f}')} | "
+    return (f"| {r['advise_key']} | {_ci(r, 'latency_ratio')} | {_figs(r)} | {_fmt(r, 'size_ratio', '{:.2f}')} | "
             f"{_fmt(r, 'peak_mem_mb', '{:.0f}')} | {figs} | "
             f"{'yes' if r['advise_passes'] else 'no'} | {'*' if r in front else ''} |")
 
 
+def _figs(r: dict) -> str:
+    """A timed record's scenario figures in words (query p50/p90/p99, offline texts/s), or "–" (the fixed batch)."""
+    from .report.scenario import scenario_cells
+
+    cells = scenario_cells({**r, "scenario": r.get("advise_scenario")})
+    return "; ".join(f"{k.replace(' (variant / base)', '')} {v}" for k, v in cells.items()) or "–"
+
+
+def _scenario_words(scenario: str, a: argparse.Namespace) -> str:
+    from .report.scenario import shape_title
+
+    words = shape_title(scenario, a.batch, a.seq_len)
+    return f"fixed: {words.replace(', seq', ' x seq_len')}" if scenario == "fixed" else words
+
+
+def _recommend(rows: list[dict], a: argparse.Namespace, out: Path, scenario: str) -> tuple[list[str], dict | None, bool]:
+    """One scenario's recommendation section: its lines, the recommended record (None: none) and whether the
+    answer is the dense model (candidates met the floor but none was faster than dense)."""
+    passing = [r for r in rows if r["advise_passes"] and not r["runtime"].startswith(PEER_PREFIX)]
+    best = passing[0] if passing else None
+    lines = [f"## Recommendation ({_scenario_words(scenario, a)})", ""]
+    if best is None:
+        return lines + ["none: no timed candidate meets the floor on the report split in this scenario", ""], None, False
+    if best["latency_ratio"] >= 1:
+        return lines + [f"ship the dense model: the fastest confirmed candidate, {best['advise_key']}, has latency ratio "
+                        f"{_ci(best, 'latency_ratio')} (not faster than dense torch fp32)", ""], None, True
+    lines += [f"**{best['advise_key']}**: latency ratio {_ci(best, 'latency_ratio')} "
+              f"(speed-up {1 / best['latency_ratio']:.2f}x)" + (f"; {_figs(best)}" if scenario != "fixed" else "")
+              + f", size ratio {_fmt(best, 'size_ratio', '{:.2f}')}, peak memory "
+              f"{_fmt(best, 'peak_mem_mb', '{:.0f} MB')}; floor figures on the report split: "
+              + ", ".join(f"{k} {v:+.4f}" for k, v in best["advise_figures"].items() if v is not None), "",
+              "Reproduce:", "", "```", *reproduce(best, a, out), "```", ""]
+    if "int8" in best["runtime"]:
+        lines += [f"The export is the float32 graph; {best['runtime']} quantizes it to int8 when it loads it, as in "
+                  "the timed case (bench/runtimes/).", ""]
+    return lines, best, False
+
+
 def write_advice(out: Path, a: argparse.Namespace, floors: tuple[Floor, ...], selection: dict[str, dict],
                  confirmed: list[dict], skipped: dict[str, str], task) -> Advice:
-    """Write ``OUT/advice.md`` and return it with the recommendation: the fastest confirmed candidate (point
-    latency ratio vs dense torch fp32) meeting the floor on the report split, unless none is faster than dense."""
-    passing = [r for r in confirmed if r["advise_passes"] and not r["runtime"].startswith(PEER_PREFIX)]
-    best = passing[0] if passing else None
-    dense = best is not None and best["latency_ratio"] >= 1
-    peers = [r for r in confirmed if r["runtime"].startswith(PEER_PREFIX)]
-    front = pareto(confirmed)
+    """Write ``OUT/advice.md`` and return it with the recommendation: per scenario asked (``a.scenario``), the
+    fastest confirmed candidate (point latency ratio vs dense torch fp32 in that scenario) meeting the floor on
+    the report split, unless none is faster than dense. ``Advice.recommendation`` is the first scenario's that
+    has one; ``dense`` says a scenario's answer is the dense model."""
+    scenarios = list(getattr(a, "scenario", None) or ["fixed"])
     scored, passed = len(selection), sum(1 for s in selection.values() if s["passes"])
     lines = [f"# Which model should I ship? {a.model} at {', '.join(map(str, floors))}", "",
-             f"- scenario: batch {a.batch} x seq_len {a.seq_len} on this machine (the fixed shape of every timed case); "
-             "latency ratio is vs dense torch-dense float32 (< 1: faster)",
+             "- scenarios on this machine: " + "; ".join(_scenario_words(sc, a) for sc in scenarios)
+             + "; latency ratio is vs dense torch-dense float32 in the same scenario (< 1: faster)",
              f"- stage 1: {scored} candidates scored on {where(task)} ({task.split}); {passed} met the floor; "
              "int8/bf16 candidates were scored on what their runtime serves",
-             f"- stage 2: {len(confirmed)} timed in {out / 'timed'} (standard records, report.md, benchmark.json)",
+             f"- stage 2: {len({r['advise_key'] for r in confirmed})} timed in {out / 'timed'} (standard records, "
+             "report.md, benchmark.json)",
              "- stage 3: each timed candidate's quality on the report split (recorded by the timed run) checked "
              "against the floor again" + ("" if task.kind == "corpus" else
                                          "; your eval file has no separate splits: chosen and confirmed on the same items"),
              f"- not run here: {len(skipped)} candidates" + (f" (e.g. {next(iter(skipped))}: {next(iter(skipped.values()))})"
                                                              if skipped else ""), ""]
-    if best is None:
-        lines += ["## Recommendation", "", "none: no timed candidate meets the floor on the report split"
-                  + ("" if passed else " (none met it on the selection split)"), ""]
-    elif dense:
-        lines += ["## Recommendation", "", f"ship the dense model: the fastest confirmed candidate, {best['advise_key']}, "
-                  f"has latency ratio {_ci(best, 'latency_ratio')} (not faster than dense torch fp32)", ""]
-        best = None
-    else:
-        lines += ["## Recommendation", "", f"**{best['advise_key']}**: latency ratio {_ci(best, 'latency_ratio')} "
-                  f"(speed-up {1 / best['latency_ratio']:.2f}x), size ratio {_fmt(best, 'size_ratio', '{:.2f}')}, peak memory "
-                  f"{_fmt(best, 'peak_mem_mb', '{:.0f} MB')}; floor figures on the report split: "
-                  + ", ".join(f"{k} {v:+.4f}" for k, v in best["advise_figures"].items() if v is not None), "",
-                  "Reproduce:", "", "```", *reproduce(best, a, out), "```", ""]
-        if "int8" in best["runtime"]:
-            lines += [f"The export is the float32 graph; {best['runtime']} quantizes it to int8 when it loads it, as in "
-                      "the timed case (bench/runtimes/).", ""]
-    lines += ["## Peer", "", (_row(peers[0], front) if peers else
-                              "peer: not measured (no sentence-transformers backend runtime `st-*` is registered in this build)"), ""]
-    lines += ["## Timed candidates (* = Pareto front of speed, size, memory vs quality)", "",
-              "| candidate | latency ratio [95% CI] | size ratio | peak MB | floor figures (report split) | meets | front |",
-              "|---|---|---|---|---|---|---|", *(_row(r, front) for r in confirmed), ""]
-    text = "\n".join(lines)
+    first, dense = None, False
+    tables: list[str] = []
+    for sc in scenarios:
+        rows = [r for r in confirmed if r.get("advise_scenario", "fixed") == sc]
+        section, best, is_dense = _recommend(rows, a, out, sc)
+        first, dense = first or best, dense or is_dense
+        peers = [r for r in rows if r["runtime"].startswith(PEER_PREFIX)]
+        front = pareto(rows)
+        lines += section + ["### Peer", "", (_row(peers[0], front) if peers else
+                                             "peer: not measured (no sentence-transformers backend runtime `st-*` is "
+                                             "registered in this build, or it cannot serve this scenario)"), ""]
+        tables += [f"## Timed candidates, {_scenario_words(sc, a)} (* = Pareto front of speed, size, memory vs quality)", "",
+                   "| candidate | latency ratio [95% CI] | scenario figures (variant / base) | size ratio | peak MB | "
+                   "floor figures (report split) | meets | front |",
+                   "|---|---|---|---|---|---|---|---|", *(_row(r, front) for r in rows), ""]
+    text = "\n".join(lines + tables)
     path = out / "advice.md"
     path.write_text(text)
-    return Advice(text, path, best, dense)
+    return Advice(text, path, first, dense and first is None)

@@ -1,5 +1,5 @@
-"""A case: one measurement -- a recipe applied to a model, run by a runtime on a device at one shape,
-timed against its baseline.
+"""A case: one measurement -- a recipe applied to a model, run by a runtime on a device at one shape (or one
+serving scenario, ``bench.measure.scenarios``), timed against its baseline.
 
 A case names its baseline ``{runtime, dtype}`` (``baseline = "torch-dense:float32"`` in a plan or a recipe
 table, ``--baseline`` on the command line); by default it is dense in the runtime's own baseline runtime
@@ -18,6 +18,7 @@ from typing import Any
 
 from pruning import PruneRecipe
 
+from .measure.scenarios import SCENARIOS
 from .runtimes import ALIASES, get_runtime
 
 __all__ = ["DTYPES", "Case", "PlanError", "parse_baseline", "positive_int"]
@@ -50,6 +51,9 @@ class Case:
     dtype: str = "float32"
     baseline_runtime: str | None = None  # None: the runtime's default baseline runtime
     baseline_dtype: str | None = None  # None: the case's dtype
+    # how the case is served (bench.measure.scenarios): the fixed batch (default), single real queries, or an
+    # offline corpus with dynamic padding; a non-default scenario is part of the case id and fingerprint
+    scenario: str = "fixed"
 
     def __post_init__(self) -> None:
         if self.runtime in ALIASES:  # an old name for a runtime with another baseline
@@ -61,6 +65,10 @@ class Case:
         positive_int("threads", self.threads)
         if self.seq_len > 512:
             raise PlanError(f"seq_len {self.seq_len} exceeds the 512 positions of these encoders; use 512 or less")
+        if self.scenario not in SCENARIOS:
+            raise PlanError(f"scenario {self.scenario!r} is not one of {', '.join(SCENARIOS)}; e.g. scenario = ['fixed', 'query']")
+        if self.scenario == "query" and self.batch != 1:
+            raise PlanError(f"the query scenario serves one request at a time (batch 1), got batch {self.batch}; use batch 1")
         if self.device not in ("cpu", "cuda"):
             raise PlanError(f"device {self.device!r} is not cpu or cuda")
         if self.dtype not in DTYPES:
@@ -83,7 +91,8 @@ class Case:
     @property
     def case_id(self) -> str:
         dt = "" if self.dtype == "float32" else f"-{self.dtype}"
-        cid = f"{self.model_label}/{self.recipe.label}/{self.runtime}/{self.device}{dt}/b{self.batch}s{self.seq_len}"
+        shape = f"b{self.batch}s{self.seq_len}" if self.scenario == "fixed" else f"{self.scenario}-b{self.batch}s{self.seq_len}"
+        cid = f"{self.model_label}/{self.recipe.label}/{self.runtime}/{self.device}{dt}/{shape}"
         if self.baseline_runtime is None and self.baseline_dtype is None:
             return cid
         base = self.baseline
@@ -103,6 +112,8 @@ class Case:
         for k in ("baseline_runtime", "baseline_dtype"):  # absent when default: older fingerprints stay valid
             if d[k] is None:
                 del d[k]
+        if d["scenario"] == "fixed":
+            del d["scenario"]
         return d
 
     @classmethod

@@ -108,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--baseline", metavar="RUNTIME[:DTYPE]", help="every case's baseline, e.g. torch-dense:float32 (default: dense in the case's runtime and dtype)")
     r.add_argument("--batch", type=_ints, help="batch size(s)")
     r.add_argument("--seq-len", type=_ints, help="sequence length(s)")
+    r.add_argument("--scenario", type=_names, help="serving scenario(s), comma-separated: fixed (the fixed batch, default), "
+                   "query (batch 1, real titles at their own lengths: p50/p90/p99), offline (a corpus, length-sorted "
+                   "dynamic padding: texts/s)")
     r.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     r.add_argument("--plan", help="TOML plan file (flags override its keys)")
     r.add_argument("--out", help="run directory (default: results/<run-id>)")
@@ -155,6 +158,10 @@ def _parser() -> argparse.ArgumentParser:
     ad.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory measurement")
     ad.add_argument("--batch", type=_count, default=8, help="batch size of the timed shape (default 8)")
     ad.add_argument("--seq-len", type=_count, default=128, help="sequence length of the timed shape (default 128)")
+    ad.add_argument("--scenario", type=_names, action="extend",
+                    help="serving scenario(s) to time and recommend for, repeatable or comma-separated: fixed (the batch x "
+                         "seq_len shape, default), query (batch 1, real titles: p50/p90/p99), offline (a corpus, "
+                         "length-sorted dynamic padding in batches of --batch: texts/s)")
 
     rp = sub.add_parser("report", help="regenerate report.md of a run from its records")
     rp.add_argument("run_dir")

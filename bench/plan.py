@@ -1,5 +1,6 @@
-"""The plan: the grid ``model x recipe x runtime x dtype x device x batch x seq_len`` as a list of Cases
-(:mod:`bench.case`: one measurement and its baseline).
+"""The plan: the grid ``model x recipe x runtime x dtype x device x batch x seq_len x scenario`` as a list of
+Cases (:mod:`bench.case`: one measurement and its baseline). The query scenario serves one request at a time, so
+its cases take batch 1 whatever ``batch`` lists (``bench.measure.scenarios``).
 
 Built from CLI flags or a TOML file (see ``bench/plans/*.toml``); every field is checked on
 construction so a bad plan fails before anything is measured.
@@ -130,7 +131,7 @@ def _device(value: str) -> str:
 # runtimes / devices / dtype / baseline in a recipe table restrict or replace the plan's for that recipe's
 # cases; every other key is the recipe's (pruning.recipe_keys: PruneRecipe's fields and the method config's own)
 _CASE_KEYS = {"runtimes", "devices", "dtype", "baseline"}
-_PLAN_KEYS = {"name", "models", "runtimes", "devices", "batch", "seq_len", "threads", "dtype", "recipes",
+_PLAN_KEYS = {"name", "models", "runtimes", "devices", "batch", "seq_len", "scenario", "threads", "dtype", "recipes",
               "ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality", "cache", "baseline", "eval"}
 
 
@@ -178,15 +179,21 @@ def plan_from_dict(d: dict, **overrides: Any) -> Plan:
     devices = [_device(x) for x in _as_list("devices", d.get("devices", ["cpu"]))]
     cases = []
     plan_dtypes = _as_list("dtype", d.get("dtype", "float32"))
+    scenarios = _as_list("scenario", d.get("scenario", "fixed"))
+    from .measure.scenarios import SCENARIOS
+
+    for sc in scenarios:
+        if not isinstance(sc, str) or sc not in SCENARIOS:
+            raise PlanError(f"scenario {sc!r} is not one of {', '.join(SCENARIOS)}; e.g. scenario = ['fixed', 'query']")
     for m, (rec, only, where, dtype, base), rt in itertools.product(models, recipes, runtimes):
         if only is not None and rt not in only:
             continue
         brt, bdt = base or plan_base or (None, None)
-        for dev, dt, b, s in itertools.product(
-            dict.fromkeys(where or devices), dict.fromkeys(dtype or plan_dtypes), _as_list("batch", d.get("batch", [8])),
-            _as_list("seq_len", d.get("seq_len", [128]))
+        for sc, dev, dt, b, s in itertools.product(
+            dict.fromkeys(scenarios), dict.fromkeys(where or devices), dict.fromkeys(dtype or plan_dtypes),
+            _as_list("batch", d.get("batch", [8])), _as_list("seq_len", d.get("seq_len", [128]))
         ):
-            case = Case(m, rec, rt, dev, b, s, threads, dt, brt, bdt)
+            case = Case(m, rec, rt, dev, 1 if sc == "query" else b, s, threads, dt, brt, bdt, sc)
             if all(case.case_id != c.case_id for c in cases):  # an alias and its runtime, or a recipe listed twice
                 cases.append(case)
     knobs = {k: d[k] for k in ("ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality", "cache") if k in d}

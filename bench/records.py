@@ -78,6 +78,11 @@ class Record:
     threads: int | None = None
     batch: int | None = None
     seq_len: int | None = None
+    # how the case was served (bench.measure.scenarios): fixed | query | offline (older records: absent = fixed)
+    scenario: str | None = None
+    # a scenario's figures beside the ratio: query: p50_ms, p90_ms, p99_ms per request (and baseline_*); offline:
+    # texts_per_s, baseline_texts_per_s, batches, padded_tokens; texts per timed unit
+    scenario_figures: dict[str, float | int] | None = None
     baseline: str | None = None
     latency_ms: float | None = None
     baseline_latency_ms: float | None = None

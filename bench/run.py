@@ -52,6 +52,7 @@ def build_plan(a: argparse.Namespace):
         "devices": [a.device] if a.device else None,
         "batch": a.batch,
         "seq_len": a.seq_len,
+        "scenario": a.scenario,
         "threads": a.threads,
         "time_cap_s": a.time_cap,
         "memory": False if a.no_memory else None,
@@ -96,7 +97,7 @@ _PLAN_FLAGS = {"model": "--model", "methods": "--methods", "sparsity": "--sparsi
                "importance": "--importance", "recover": "--recover", "fit": "--fit", "calibration": "--calibration",
                "recover_seconds": "--recover-seconds",
                "runtimes": "--runtimes", "device": "--device", "dtype": "--dtype", "baseline": "--baseline",
-               "batch": "--batch", "seq_len": "--seq-len",
+               "batch": "--batch", "seq_len": "--seq-len", "scenario": "--scenario",
                "threads": "--threads", "plan": "--plan", "out": "--out", "quick": "--quick", "time_cap": "--time-cap",
                "no_memory": "--no-memory", "no_cache": "--no-cache", "eval": "--eval", "shard": "--shard", "shards": "--shards"}
 

@@ -20,12 +20,14 @@ from .measure.flops import macs
 from .measure.latency import Latency
 from .measure.paired import measure_paired
 from .measure.roofline import applicable_peak, roofline_fields
+from .measure.scenarios import ScenarioTimer
+from .measure.scenarios import figures as scenario_figures
 from .measure.memory import Memory
 from .measure.size import Size
 from .case import Case
 from .runtimes import Runner, get_runtime
 from .runtimes.base import Gate, equality_gate
-from .variants import build_runner, get_model
+from .variants import build_runner, get_model, get_workload
 
 if TYPE_CHECKING:
     from .engine import Session
@@ -51,6 +53,7 @@ class CaseInfo:
         return {
             "run_id": self.run_id, "case_id": case.case_id, "model": case.model_label, "runtime": case.runtime,
             "device": case.device, "dtype": case.dtype, "batch": case.batch, "seq_len": case.seq_len,
+            "scenario": case.scenario,
             "threads": case.threads, "method": recipe.method, "pattern": spec.pattern, "norm": recipe.norm,
             "allocation": recipe.allocation, "scope": recipe.scope if spec.scoped else None, "recipe": recipe.label,
             "recipe_config": recipe.to_dict(),
@@ -141,22 +144,31 @@ def equality(session: Session, case: Case, built: Built) -> Equality:
 @dataclass(frozen=True)
 class Speed:
     """Paired latency against the baseline, and the efficiency it gives with the FLOP ratio (FLOP ratio over
-    latency ratio: 1 when time falls as fast as the work)."""
+    latency ratio: 1 when time falls as fast as the work); a serving scenario's figures (p50/p90/p99 per request,
+    or texts/s) beside them. In a scenario the latency samples are seconds per unit (the whole request
+    sequence or corpus), and the FLOP ratio, counted on the fixed batch, gives no efficiency."""
 
     latency: Latency
     flops_ratio: float | None
+    scenario_figures: dict[str, float | int] | None = None
 
     def record_fields(self) -> dict[str, Any]:
-        eff = self.flops_ratio / self.latency.ratio if self.flops_ratio else None
-        return {**self.latency.record_fields(), "efficiency": eff}
+        eff = self.flops_ratio / self.latency.ratio if self.flops_ratio and self.scenario_figures is None else None
+        return {**self.latency.record_fields(), "efficiency": eff, "scenario_figures": self.scenario_figures}
 
 
 def latency(session: Session, case: Case, built: Built) -> Speed:
     """Variant and baseline timed in balanced blocks until the verdict is decided (or, with the plan's
-    ``ci_target``, the CI is that tight) or the time cap (``measure.paired.measure_paired``). A runner with its own
+    ``ci_target``, the CI is that tight) or the time cap (``measure.paired.measure_paired``); in a serving
+    scenario each side's unit is the scenario's whole workload through its runner's ``run``. A runner with its own
     ``measure_paired`` (``runtimes.st_peer``) runs the same protocol in its process against its own dense fp32."""
     p = session.plan
     protocol = {"target": p.ci_target, "time_cap_s": p.time_cap_s, "warmup": p.warmup, "min_rounds": p.min_rounds}
+    if case.scenario != "fixed":  # the same protocol over the scenario's unit (bench.measure.scenarios)
+        work = get_workload(case)
+        variant, base = ScenarioTimer(built.runner.run, work), ScenarioTimer(built.baseline.run, work)
+        lat = measure_paired(variant, base, **protocol)
+        return Speed(lat, built.flops_ratio, scenario_figures(case.scenario, variant, base, len(lat.variant_s)))
     own = getattr(built.runner, "measure_paired", None)  # a runner timed in its own process (the peer) brings its rounds
     lat = own(**protocol) if own else measure_paired(built.runner.timed, built.baseline.timed, **protocol)
     return Speed(lat, built.flops_ratio)

@@ -13,15 +13,17 @@ from types import SimpleNamespace
 import torch
 
 from .dtypes import dtype_unavailable
+from .measure.scenarios import Workload, workload
 from .models import LoadedModel, load_model
 from .plan import Case
 from .runtimes import Runner, Variant, get_runtime
 
-__all__ = ["ServedEncoder", "build_runner", "get_model", "unavailable", "variant"]
+__all__ = ["ServedEncoder", "build_runner", "get_model", "get_workload", "unavailable", "variant"]
 
 log = logging.getLogger("bench.variants")
 
 _MODELS: dict[str, LoadedModel] = {}
+_WORKLOADS: dict[tuple, Workload] = {}
 
 
 def get_model(name: str) -> LoadedModel:
@@ -29,6 +31,15 @@ def get_model(name: str) -> LoadedModel:
     if name not in _MODELS:
         _MODELS[name] = load_model(name)
     return _MODELS[name]
+
+
+def get_workload(case: Case) -> Workload:
+    """The inputs of a serving scenario's timed unit (``bench.measure.scenarios``), built once per process for a
+    model, scenario and shape: a case and its baseline run the same requests or batches."""
+    key = (case.model, case.scenario, case.batch, case.seq_len)
+    if key not in _WORKLOADS:
+        _WORKLOADS[key] = workload(case.scenario, get_model(case.model).encode, case.batch, case.seq_len)
+    return _WORKLOADS[key]
 
 
 def variant(case: Case) -> Variant:
@@ -46,10 +57,14 @@ def build_runner(case: Case | dict, workdir: Path) -> Runner:
 
 
 def unavailable(case: Case) -> str | None:
-    """Why the case cannot run here (runtime/device, a dtype or method the runtime cannot run, or a missing
-    optional package), or None."""
+    """Why the case cannot run here (runtime/device, a dtype or method the runtime cannot run, a scenario it
+    or its baseline cannot serve, or a missing optional package), or None."""
     rt = get_runtime(case.runtime)
     reason = rt.unavailable(case.device) or rt.incompatible(case) or dtype_unavailable(case)
+    if reason is None and case.scenario != "fixed":
+        base = get_runtime(case.baseline.runtime)
+        reason = rt.unserved(case.scenario) or (base.unserved(case.scenario) and
+                                                 f"its baseline: {base.unserved(case.scenario)}")
     req = case.recipe.spec.requires
     if reason is None and req:
         import importlib.util

@@ -23,6 +23,7 @@ from .alternatives import section as alternatives_section
 from .analysis import break_even, break_even_section
 from .cells import ci_cell, fmt, latency_verdict, ratio_word
 from .claim import CLAIM, claim_lines
+from .scenario import scenario_cells, shape_title
 from .plots import save, write_plots
 from .provenance import provenance_warnings
 from .section_plots import DISTILL_PLOT, alternatives_plot, distill_plot, frontier_plot, plot_break_even
@@ -64,6 +65,7 @@ def _table(df: pd.DataFrame, band: float = MEM_FLOOR) -> str:
             "status": r.get("status") if r.get("status") == "ok" else f"**{r.get('status')}**",
             "sparsity": fmt(r.get("sparsity_actual"), ".3f"),
             "latency ratio [95% CI]": ci_cell(r),
+            **scenario_cells(r),
             "ms (variant / base)": f"{fmt(r.get('latency_ms'), '.1f')} / {fmt(r.get('baseline_latency_ms'), '.1f')}",
             "FLOP ratio": fmt(r.get("flops_ratio")),
             "efficiency": fmt(r.get("efficiency")),
@@ -213,8 +215,11 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
     for model, g in df.groupby("model", sort=False):
         w = g["weights"].dropna().unique() if "weights" in g else []
         note = " (random-init weights: quality figures are not meaningful)" if "random-init" in list(w) else ""
-        for (dev, b, s), gg in g.groupby(["device", "batch", "seq_len"], sort=False, dropna=False):
-            lines += [f"## {model} — {dev}, batch {b}, seq {s}{note}", "", _table(gg.sort_values(["recipe", "runtime"], kind="stable"), mem_band(df)), ""]
+        scen = g["scenario"].fillna("fixed") if "scenario" in g else pd.Series("fixed", index=g.index)
+        for (dev, b, s, sc), gg in g.assign(scenario=scen).groupby(["device", "batch", "seq_len", "scenario"], sort=False,
+                                                                    dropna=False):
+            lines += [f"## {model} — {dev}, {shape_title(sc, b, s)}{note}", "",
+                      _table(gg.sort_values(["recipe", "runtime"], kind="stable"), mem_band(df)), ""]
     lines += break_even_section(df, plots.break_even)
     lines += alternatives_section(df, plots.alternatives)
     bad = df[df["status"].isin(FAILED)] if len(df) else df

@@ -4,10 +4,11 @@ returns, and the equality gate that judges a runner's outputs before anything is
 A runtime is one module defining a :class:`Runtime` subclass and ``RUNTIME = ThatClass()``, plus one line in
 ``bench.runtimes.RUNTIMES``. Its members: ``name``, ``help``, ``baseline_runtime`` (the runtime whose dense
 model is its default baseline; None = itself), ``tolerance(dtype, reference)``, ``unavailable(device)``,
-``incompatible(case)`` (default: None), ``versions()`` (library versions that go into env and the case's
-fingerprint), ``prepare(variant, workdir, device) -> Runner``. A quantizing runtime sets ``quality_floor``:
-its gate is the pooled cosine to the fp32 torch-masked outputs, not an elementwise tolerance; and
-``compute_dtype`` (e.g. ``"int8"``) where its matmuls run in another dtype than the case's (the roofline's peak).
+``incompatible(case)`` (default: None), ``unserved(scenario)`` (default: None), ``versions()`` (library versions
+that go into env and the case's fingerprint), ``prepare(variant, workdir, device) -> Runner``. A quantizing
+runtime sets ``quality_floor``: its gate is the pooled cosine to the fp32 torch-masked outputs, not an
+elementwise tolerance; and ``compute_dtype`` (e.g. ``"int8"``) where its matmuls run in another dtype than the
+case's (the roofline's peak).
 """
 
 from __future__ import annotations
@@ -143,6 +144,10 @@ class Runner:
     def outputs(self, inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def run(self, inputs: dict[str, torch.Tensor]) -> None:
+        """One call on ``inputs`` of any shape (a scenario's request or batch); runners override the output copy away."""
+        self.outputs(inputs)
+
     def serving_files(self, directory: Path) -> dict:
         """Write what a fresh process loads to serve this variant (``bench.measure.memory``) into
         ``directory``; returns the spec the memory child reads: ``kind``, ``path``, ``imports``, ``device``."""
@@ -204,6 +209,11 @@ class TorchRunner(Runner):
         inputs = self.inputs if inputs is None else {k: v.to(self.device) for k, v in inputs.items()}
         return self._forward(inputs).float().cpu()
 
+    def run(self, inputs: dict[str, torch.Tensor]) -> None:
+        self._forward({k: v.to(self.device) for k, v in inputs.items()})
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
 
 class Runtime(ABC):
     """How a variant executes: the typed protocol every runtime module implements (see the module doc)."""
@@ -231,6 +241,10 @@ class Runtime(ABC):
 
     def incompatible(self, case) -> str | None:
         """Why this runtime cannot run ``case`` (a dtype or method it has no kernel for), or None."""
+        return None
+
+    def unserved(self, scenario: str) -> str | None:
+        """Why this runtime cannot serve ``scenario`` (inputs of varying shape through ``Runner.run``), or None."""
         return None
 
     def versions(self) -> dict[str, str | None]:

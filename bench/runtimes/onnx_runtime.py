@@ -156,6 +156,10 @@ class OrtRunner(GraphRunner):
         feed = self.feed if inputs is None else self._feed(inputs)
         return torch.from_numpy(self.session.run([OUTPUT], feed)[0]).float()
 
+    def run(self, inputs: dict[str, torch.Tensor]) -> None:
+        """One call on ``inputs`` (the export's batch and sequence axes are dynamic), on CPU feeds."""
+        self.session.run([OUTPUT], self._feed(inputs))
+
 
 class OnnxRuntime(Runtime):
     name = "onnxruntime"

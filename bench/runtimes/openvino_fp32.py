@@ -62,6 +62,10 @@ class OvRunner(GraphRunner):
         result = self.compiled.create_infer_request().infer(feed)
         return torch.from_numpy(next(iter(result.values())).copy()).float()
 
+    def run(self, inputs: dict[str, torch.Tensor]) -> None:
+        """One call on ``inputs`` through the reused infer request (the IR keeps the export's dynamic axes)."""
+        self.request.infer(self._feed(inputs))
+
 
 def compile_ir(onnx_path: Path, ir_path: Path, threads: int, extra: dict | None = None):
     """Convert an ONNX file to IR at ``ir_path`` (.xml + .bin) and compile it for CPU with f32 precision,

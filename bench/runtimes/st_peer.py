@@ -190,6 +190,12 @@ class StPeerRuntime(Runtime):
                     "(a few hundred MB, cached)")
         return None
 
+    def unserved(self, scenario: str) -> str | None:
+        if scenario != "fixed":
+            return (f"{self.name} is timed inside the peer's own process on the fixed batch only; the {scenario} "
+                    "scenario is not implemented there (use scenario fixed)")
+        return None
+
     def incompatible(self, case) -> str | None:
         if not (_st_dir(case.model) / "modules.json").is_file():
             return (f"{self.name} needs a sentence-transformers model directory (with modules.json); "

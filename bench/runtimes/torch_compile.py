@@ -41,6 +41,12 @@ class TorchCompile(Runtime):
             return "torch.compile's inductor needs a C++ compiler on CPU and none is on PATH (install g++)"
         return None
 
+    def unserved(self, scenario: str) -> str | None:
+        if scenario != "fixed":
+            return (f"torch-compile compiles static shapes (dynamic=False): every {scenario} request or batch of "
+                    "another length would recompile inside the timing; use scenario fixed")
+        return None
+
     def prepare(self, variant: Variant, workdir: Path, device: str) -> TorchRunner:
         from ..measure.size import save_safetensors
 
