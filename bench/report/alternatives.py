@@ -6,7 +6,8 @@ One table sorted by speed (latency ratio to dense fp32 torch eager with its 95% 
 peak memory, the task figure with its paired change vs dense fp32 and that change's CI, and the mean
 cosine of mean-pooled embeddings to the dense fp32 model), a Pareto plot (speedup vs quality) and a
 one-sentence verdict computed from the rows: the fastest row whose task figure (recall@1 on the
-built-in corpus) drops by at most ``TASK_DROP`` vs dense fp32 — or, for random-init models that have no
+built-in corpus; Spearman on an STS ``--eval`` file: ``quality.task_figure``) drops by at most ``TASK_DROP``
+vs dense fp32 — or, for random-init models that have no
 task figure, whose cosine is at least ``QUALITY_FLOOR`` — and where the fastest pruned row at that
 quality stands. Pure functions of the records' DataFrame; the plot is ``section_plots.alternatives_plot`` (written
 by the report's caller).
