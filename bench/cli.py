@@ -92,6 +92,21 @@ def _recovery_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recover-seconds", type=float, help="distillation time budget in seconds (default 120)")
 
 
+def _multiple(text: str) -> int:
+    """``--multiple-of``: an integer (PruneRecipe refuses one below 1, with the fix)."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--multiple-of {text!r} is not an integer; pass a positive one such as 16 or 64 "
+                                         "(1: no rounding)") from None
+
+
+def _width_flag(p: argparse.ArgumentParser) -> None:
+    """Structured recipes' kept FFN width per layer, rounded to a multiple (pruning/widths.py)."""
+    p.add_argument("--multiple-of", type=_multiple, metavar="N",
+                   help="ffn, heads+ffn: keep a multiple of N FFN neurons per layer, e.g. 16 or 64 (default 1: no rounding)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="prunebench", description="Does pruning make a transformer encoder faster, smaller or lighter, here?")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -102,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--sparsity", type=_floats, help="target sparsities, e.g. 0.2,0.5,0.9")
     r.add_argument("--scope", help="seed | linear | all (for scoped methods)")
     _recovery_flags(r)
+    _width_flag(r)
     r.add_argument("--runtimes", type=_names, help="runtimes, comma-separated")
     r.add_argument("--device", choices=None, help="cpu | cuda | auto")
     r.add_argument("--dtype", type=_names, help="dtypes, comma-separated: float32,bfloat16,float16 (half on CPU needs its instructions)")
@@ -176,6 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--allocation", help="structured methods: uniform | global")
     pr.add_argument("--seed", type=int, default=0, help="seed for random methods")
     _recovery_flags(pr)
+    _width_flag(pr)
     pr.add_argument("--out", required=True, help="directory to write (must not hold a model yet)")
     pr.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors", help="file format")
 
@@ -191,6 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--allocation", help="structured methods: uniform | global")
     ex.add_argument("--seed", type=int, help="seed for random methods")
     _recovery_flags(ex)
+    _width_flag(ex)
 
     mg = sub.add_parser("merge", help="join the run directories of shards of one plan into one run directory")
     mg.add_argument("out_dir", help="the merged run directory (new)")

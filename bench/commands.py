@@ -93,7 +93,8 @@ def prune_command(a: argparse.Namespace) -> int:
 
     from .models import load_model
 
-    recipe = PruneRecipe(a.method, a.sparsity, norm=a.norm, allocation=a.allocation, seed=a.seed, **recovery_keys(a))
+    recipe = PruneRecipe.from_dict(dict(method=a.method, sparsity=a.sparsity, norm=a.norm, allocation=a.allocation,
+                                        seed=a.seed, **recovery_keys(a)))
     out = Path(a.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} already exists and is not an empty directory; pass a new --out directory")

@@ -75,7 +75,7 @@ def _label_token(token: str, spec, label: str) -> dict:
         if token in choices:
             return {key: token}
     for key, pattern, kind in (("calibration", r"cal(\d+)", int), ("seed", r"seed(\d+)", int),
-                               ("recover_seconds", r"(\d+(?:\.\d+)?)s", float)):
+                               ("recover_seconds", r"(\d+(?:\.\d+)?)s", float), ("multiple_of", r"multiple_of(\d+)", int)):
         m = re.fullmatch(pattern, token)
         if m:
             return {key: kind(m.group(1))}

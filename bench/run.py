@@ -33,9 +33,9 @@ def command_line() -> str:
 
 
 def recovery_keys(a: argparse.Namespace) -> dict:
-    """The recipe keys the recovery flags set (only those given)."""
+    """The recipe keys the recovery flags (and ``--multiple-of``, where the command has it) set (only those given)."""
     keys = {"importance": a.importance, "recover": a.recover, "fit": a.fit, "calibration": a.calibration,
-            "recover_seconds": a.recover_seconds}
+            "recover_seconds": a.recover_seconds, "multiple_of": getattr(a, "multiple_of", None)}
     return {k: v for k, v in keys.items() if v is not None}
 
 
@@ -95,7 +95,7 @@ def _check_runnable(plan) -> None:
 
 _PLAN_FLAGS = {"model": "--model", "methods": "--methods", "sparsity": "--sparsity", "scope": "--scope",
                "importance": "--importance", "recover": "--recover", "fit": "--fit", "calibration": "--calibration",
-               "recover_seconds": "--recover-seconds",
+               "recover_seconds": "--recover-seconds", "multiple_of": "--multiple-of",
                "runtimes": "--runtimes", "device": "--device", "dtype": "--dtype", "baseline": "--baseline",
                "batch": "--batch", "seq_len": "--seq-len", "scenario": "--scenario",
                "threads": "--threads", "plan": "--plan", "out": "--out", "quick": "--quick", "time_cap": "--time-cap",

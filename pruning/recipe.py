@@ -98,6 +98,9 @@ class PruneRecipe:
                     raise RecipeError(f"method {self.method!r} takes no allocation; leave it out")
                 raise RecipeError(f"method {self.method!r} takes {knob} none (leave it out), not {value!r}")
         object.__setattr__(self, "sparsity", config.sparsity)
+        # a knob spelled out at its default is left out, so it changes neither label, fingerprint nor equality
+        object.__setattr__(self, "options", tuple((k, v) for k, v in opts if not (type(v) is type(config.default(k))
+                                                                                  and v == config.default(k))))
         for knob in _SHARED:
             if knob in own:
                 object.__setattr__(self, knob, getattr(config, knob))

@@ -24,6 +24,7 @@ from .masks import remove_masks
 from .registry import MethodConfig, RecipeError, register_method, register_transform
 from .shapes import kept_from_masks, layer_shapes, removed_fraction
 from .targets import AttentionBlock, EncoderTargets, FFNBlock, discover
+from .widths import check_multiple, keep_top, rounded_counts
 
 __all__ = ["FORMAT", "Structured", "bake", "layer_shapes", "load_pruned", "removal_counts", "removed_fraction", "save_pruned", "set_head_count", "shrink_layer"]
 
@@ -95,11 +96,21 @@ def _keep_vector(kept: list[int], n: int, size: int = 1) -> torch.Tensor:
 class Structured(MethodConfig):
     """Whole heads and/or FFN neurons (``heads``, ``ffn``, ``heads+ffn``): scored by ``importance``
     (``magnitude`` with ``norm`` l1 | l2 | random, or data-aware ``activation`` / ``fisher``), allocated
-    ``uniform``ly per layer or ``global``ly across layers."""
+    ``uniform``ly per layer or ``global``ly across layers. ``multiple_of`` > 1 rounds each layer's kept FFN
+    width to a multiple of it, the achieved sparsity as close to the target as that allows (``pruning.widths``:
+    AMX tiles and OpenVINO's sparse decompression want channel multiples of 16 to 64)."""
 
     norm: str | None = None
     allocation: str | None = None
     importance: str | None = None
+    multiple_of: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_multiple(self.multiple_of)
+        if self.multiple_of != 1 and "ffn" not in self.kinds:
+            raise RecipeError(f"method {self.method!r} removes no FFN neurons, so multiple_of {self.multiple_of} "
+                              "rounds nothing (heads are whole already); leave it out or use ffn or heads+ffn")
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -121,6 +132,10 @@ def _prune(model: nn.Module, config: Structured, calibration=None) -> nn.Module:
             _mask(att.output, rows, 1)
     if "ffn" in kinds:
         kept = _allocate(scores["ffn"], config.sparsity, config.allocation)
+        if config.multiple_of > 1:
+            counts = rounded_counts([f.neurons for f in t.ffn], [len(k) for k in kept], config.sparsity,
+                                    config.multiple_of, config.allocation)
+            kept = keep_top(scores["ffn"], counts)
         for ffn, k in zip(t.ffn, kept):
             rows = _keep_vector(k, ffn.neurons)
             _mask(ffn.inp, rows, 0)
@@ -186,9 +201,9 @@ _COMMON = dict(norms=("l1", "l2", "random"), default_norm="l1", allocations=("un
 register_method("heads", Structured, pattern="heads", **_COMMON,
                 help="whole attention heads by importance (weight norm of q/k/v rows + output columns, activation or Fisher); removed on bake")
 register_method("ffn", Structured, pattern="ffn", **_COMMON,
-                help="whole FFN neurons by importance (weight norm of input row + output column, activation or Fisher); removed on bake")
+                help="whole FFN neurons by importance (weight norm of input row + output column, activation or Fisher); removed on bake; multiple_of N keeps a multiple of N per layer")
 register_method("heads+ffn", Structured, pattern="heads+ffn", **_COMMON,
-                help="attention heads and FFN neurons together (the same fraction of each); removed on bake")
+                help="attention heads and FFN neurons together (the same fraction of each); removed on bake; multiple_of N keeps a multiple of N FFN neurons per layer")
 
 
 # -- save and reload ---------------------------------------------------------------------------

@@ -7,7 +7,8 @@ peak memory, the task figure with its paired change vs dense fp32 and that chang
 cosine of mean-pooled embeddings to the dense fp32 model, and the roofline: achieved GFLOP/s and the fraction
 of the measured matmul peak, ``bench.report.roofline``, with a sentence on how far the fastest row is from it),
 a Pareto plot (speedup vs quality) and a one-sentence verdict computed from the rows: the fastest row whose
-task figure (recall@1 on the built-in corpus) drops by at most ``TASK_DROP`` vs dense fp32 — or, for random-init models that have no
+task figure (recall@1 on the built-in corpus; Spearman on an STS ``--eval`` file: ``quality.task_figure``)
+drops by at most ``TASK_DROP`` vs dense fp32 — or, for random-init models that have no
 task figure, whose cosine is at least ``QUALITY_FLOOR`` — and where the fastest pruned row at that
 quality stands. Pure functions of the records' DataFrame; the plot is ``section_plots.alternatives_plot`` (written
 by the report's caller).

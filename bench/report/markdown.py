@@ -27,7 +27,7 @@ from .scenario import scenario_cells, shape_title
 from .plots import save, write_plots
 from .provenance import provenance_warnings
 from .section_plots import DISTILL_PLOT, alternatives_plot, distill_plot, frontier_plot, plot_break_even
-from .quality import quality_columns, quality_verdict
+from .quality import quality_columns, quality_verdict, run_tasks, table_figures
 from .reproduce import protocol_summary, reproduce_section
 from .structured import frontier_section, recovery_section, structured_section
 
@@ -55,7 +55,9 @@ def frame(records: list[dict]) -> pd.DataFrame:
     return df
 
 
-def _table(df: pd.DataFrame, band: float = MEM_FLOOR) -> str:
+def _table(df: pd.DataFrame, band: float = MEM_FLOOR, figures: tuple | None = None) -> str:
+    """One table of records; ``figures``: the task figures it shows (``quality.table_figures`` of the run)."""
+    figures = table_figures(df.to_dict("records")) if figures is None else figures
     rows = []
     for _, r in df.iterrows():
         r = r.to_dict()
@@ -74,7 +76,7 @@ def _table(df: pd.DataFrame, band: float = MEM_FLOOR) -> str:
             "size MB": fmt((r.get("size_bytes") or float("nan")) / 1e6, ".1f"),
             "size ratio": fmt(r.get("size_ratio")),
             "gzip ratio": fmt(r.get("size_compressed_ratio")),
-            **quality_columns(r),
+            **quality_columns(r, figures),
             "verdict": _verdict(r, band),
         })
     return pd.DataFrame(rows).to_markdown(index=False)
@@ -149,6 +151,17 @@ def _verdict(r: dict, band: float = MEM_FLOOR) -> str:
     return "; ".join(parts + ([quality] if quality else []))
 
 
+_TASK_WORDS = {"corpus": "title → body recall@1 and linear-probe accuracy on BBC News",
+               "labels": "linear-probe accuracy on the --eval file's labelled texts",
+               "pairs": "Spearman correlation of the embeddings' cosine with the --eval file's gold scores"}
+
+
+def _task_words(records: list[dict]) -> str:
+    """What the run's task figures are, in words (the tasks its records were scored on)."""
+    tasks = run_tasks(records) or ("corpus",)
+    return "; ".join(_TASK_WORDS[t] for t in tasks)
+
+
 @dataclass(frozen=True)
 class PlotLinks:
     """The PNGs a report links, as paths relative to the run directory, by section (``write_report`` writes them)."""
@@ -201,9 +214,8 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
               "the part above the process's floor (libraries and the model's code imported, no weights held); within "
               f"±{mem_band(df):.0%} counts as unchanged (twice the largest A/A deviation of this run's dense baselines, "
               "each measured twice, and at least 1%). Quality (held-out text, 95% bootstrap CIs over its items; Δ = "
-              "variant − dense on the same items, measurable when its CI excludes 0): title → body recall@1 and "
-              "linear-probe accuracy on BBC News (or the run's --eval file), and the mean cosine of each text's "
-              "embedding to dense; efficiency = FLOP ratio / latency ratio.", ""]
+              f"variant − dense on the same items, measurable when its CI excludes 0): {_task_words(records)}, and the "
+              "mean cosine of each text's embedding to dense; efficiency = FLOP ratio / latency ratio.", ""]
     if plots.main:
         lines += ["## Plots", ""]
         for title, path in plots.main:
@@ -212,6 +224,7 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
     lines += structured_section(df)
     lines += recovery_section(df, plots.distill)
     lines += frontier_section(df, frontier, plots.frontier)
+    figures = table_figures(records)  # one set of task columns for every table of the run
     for model, g in df.groupby("model", sort=False):
         w = g["weights"].dropna().unique() if "weights" in g else []
         note = " (random-init weights: quality figures are not meaningful)" if "random-init" in list(w) else ""
@@ -219,7 +232,7 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
         for (dev, b, s, sc), gg in g.assign(scenario=scen).groupby(["device", "batch", "seq_len", "scenario"], sort=False,
                                                                     dropna=False):
             lines += [f"## {model} — {dev}, {shape_title(sc, b, s)}{note}", "",
-                      _table(gg.sort_values(["recipe", "runtime"], kind="stable"), mem_band(df)), ""]
+                      _table(gg.sort_values(["recipe", "runtime"], kind="stable"), mem_band(df), figures), ""]
     lines += break_even_section(df, plots.break_even)
     lines += alternatives_section(df, plots.alternatives)
     bad = df[df["status"].isin(FAILED)] if len(df) else df

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .cells import ci_cell, fmt, is_num
+from .quality import table_figures
 
 __all__ = ["frontier_section", "recovery_section", "structured_section"]
 
@@ -35,6 +36,10 @@ def structured_section(df: pd.DataFrame) -> list[str]:
               "torch-masked rows keep the masked heads/neurons (full size) and show what masking alone buys.", "",
               pd.DataFrame(rows).to_markdown(index=False), ""]
     return lines
+
+
+_SHORT = {"quality_r1": "recall@1"}  # the recovery table's names of the task figures (else TASK_FIGURES' label)
+_ORDER = ("quality_probe_acc", "quality_r1", "quality_spearman")  # its column order (every table_figures field)
 
 
 def frontier_section(df: pd.DataFrame, data: dict | None, plot: str | None = None) -> list[str]:
@@ -70,25 +75,28 @@ def frontier_section(df: pd.DataFrame, data: dict | None, plot: str | None = Non
 
 def recovery_section(df: pd.DataFrame, distill_plot: str | None = None) -> list[str]:
     """Before / after recovery side by side: per structured recipe, importance, recovery, latency ratio,
-    held-out cosine, probe accuracy and its paired change, title -> body recall@1, recovery seconds."""
+    held-out cosine, the run's task figures with their paired change (probe accuracy and title -> body recall@1 on
+    BBC News; an --eval file's own: ``quality.table_figures``), recovery seconds."""
     if not len(df) or "recovery_method" not in df or "importance" not in df:
         return []
     g = df[(df["status"] == "ok") & df["pattern"].isin(["heads", "ffn", "heads+ffn", "layers"])]
     if not len(g) or g["importance"].nunique(dropna=True) + g["recovery_method"].nunique(dropna=True) <= 2:
         return []
+    figures = sorted(table_figures(df.to_dict("records")), key=lambda f: _ORDER.index(f[0]))
     lines = ["## Data-aware importance and recovery, side by side", "",
              "Same structures removed, chosen by weight norm (magnitude) or on calibration text (activation, "
              "Fisher), then repaired (lstsq: each layer's output projections re-fitted so the pre-LayerNorm sums "
              "match dense; distill: a timed distillation to the dense embeddings) or not. Recovery changes no "
              "shape, so the latency ratio should not move.", "",
-             "| recipe | runtime | latency ratio [95% CI] | cosine | probe acc (Δ) | recall@1 (Δ) | recovery s | calibration |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| recipe | runtime | latency ratio [95% CI] | cosine | "
+             + "".join(f"{_SHORT.get(v, label)} (Δ) | " for v, _, label in figures) + "recovery s | calibration |",
+             "| --- " * (6 + len(figures)) + "|"]
     for r in g.sort_values(["sparsity_target", "recipe", "runtime"], kind="stable").to_dict("records"):
         def delta(v, d):
             return f"{fmt(r.get(v), '.3f')} ({fmt(-r[d] if r.get(d) is not None else None, '+.3f')})"
         lines.append(f"| {r['recipe']} | {r['runtime']} | {fmt(r.get('latency_ratio'))} [{fmt(r.get('latency_ratio_lo'))}, "
                      f"{fmt(r.get('latency_ratio_hi'))}] | {fmt(r.get('quality_cosine'), '.3f')} | "
-                     f"{delta('quality_probe_acc', 'quality_probe_drop')} | {delta('quality_r1', 'quality_r1_drop')} | "
+                     + "".join(f"{delta(v, d)} | " for v, d, _ in figures) +
                      f"{fmt(r.get('recovery_seconds'), '.0f')} | {fmt(r.get('calibration_size'), '.0f')} |")
     if distill_plot:
         lines += ["", f"![distillation loss]({distill_plot})"]
