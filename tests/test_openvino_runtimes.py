@@ -23,9 +23,9 @@ from bench.models import load_model
 from bench.plan import Case, Plan
 from bench.runtimes import get_runtime
 from bench.runtimes import openvino_fp32, openvino_int8
-from bench.runtimes.base import HALF_TOLERANCE, ROUNDING_REF, Variant, equality_gate
+from bench.runtimes.base import HALF_TOLERANCE, ROUNDING_REF, Runner, Variant, equality_gate
 from bench.runtimes.int8 import QUALITY_FLOOR
-from bench.variants import unavailable
+from bench.variants import ServedEncoder, unavailable
 from pruning import PruneRecipe
 
 HINT = "pip install 'prunebench[openvino]'"
@@ -109,6 +109,25 @@ def test_openvino_auto_gate_uses_the_bf16_rule_only_where_the_plugin_chose_bf16(
     assert bf16.error is None and bf16.tolerance == pytest.approx(bf16_tol)
     assert f32.tolerance == pytest.approx(1e-4 * scale) and "outputs differ from torch-masked" in f32.error
     assert "max abs diff" in gate("bfloat16", 2 * bf16_tol).error
+
+
+@pytest.mark.parametrize("computes,served", [("bfloat16", True), (None, False)])
+def test_quality_scores_what_the_runner_serves_where_it_chose_another_precision(auto_session, monkeypatch, computes, served):
+    """A float32 case whose runner computes bf16 changes the numbers like a bf16 case: quality scores the runner's
+    own outputs (ServedEncoder), not the fp32 variant; a runner that computes f32 shares the variant's score."""
+    session, case = auto_session
+    seen = {}
+
+    def measure(dense, variant, net, *args, **kwargs):
+        seen["net"] = net(variant)
+        return "scored"
+
+    monkeypatch.setattr(session, "_quality", SimpleNamespace(measure=measure))
+    runner = Runner()
+    runner.computes = computes
+    assert session.quality(case, runner) == "scored"
+    assert isinstance(seen["net"], ServedEncoder) == served
+    assert (seen["net"].runner is runner) if served else True
 
 
 # -- openvino-int8: NNCF on the calibration split only ------------------------------------------------------------
