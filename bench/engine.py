@@ -208,13 +208,14 @@ class Session:
     def quality(self, case: Case, runner: Runner | None = None) -> QualityResult:
         """The case's variant scored against dense in the baseline's dtype on the run's task, at the case's
         seq_len capped at MAX_LEN; random-init models get fidelity only (a task score of random weights means
-        nothing). Where the runtime changes the numbers (a half dtype, int8: a quality-floor runtime), what the
-        runner serves is scored, so quality shows what casting or quantizing costs; elsewhere the variant in
-        fp32 (cached per recipe, shared by its runtimes)."""
+        nothing). Where the runtime changes the numbers (a half dtype, a precision the runtime chose: ``computes``,
+        int8: a quality-floor runtime), what the runner serves is scored, so quality shows what casting or
+        quantizing costs; elsewhere the variant in fp32 (cached per recipe, shared by its runtimes)."""
         loaded = get_model(case.model)
         task = self.quality_task()
         dense = (case.model, PruneRecipe("dense"), case.baseline.dtype)
-        served = runner is not None and (case.dtype != "float32" or get_runtime(case.runtime).quality_floor is not None)
+        served = runner is not None and (case.dtype != "float32" or runner.computes is not None
+                                         or get_runtime(case.runtime).quality_floor is not None)
         variant = (case.model, case.recipe, case.dtype, case.runtime) if served else (case.model, case.recipe, case.dtype)
 
         def net(key: tuple):

@@ -133,11 +133,12 @@ class Equality:
 
 def equality(session: Session, case: Case, built: Built) -> Equality:
     """Judge the runner's outputs against the fp32 torch-masked reference on the case's fixed batch
-    (``runtimes.base.equality_gate``), before anything is timed."""
+    (``runtimes.base.equality_gate``), before anything is timed, by the rule of the dtype the runner computes in."""
     ref = session.reference(case)
     mask = get_model(case.model).batch(case.batch, case.seq_len)["attention_mask"]
     rounding = session.reference_rounding(case)  # scales the fp32 and the half-precision tolerance alike
-    gate = equality_gate(get_runtime(case.runtime), case.runtime, case.dtype, built.runner.outputs(), ref, mask, rounding)
+    dtype = built.runner.computes or case.dtype  # a runtime that picks its own precision is judged in that precision
+    gate = equality_gate(get_runtime(case.runtime), case.runtime, dtype, built.runner.outputs(), ref, mask, rounding)
     return Equality(gate, rounding)
 
 

@@ -399,7 +399,7 @@ def test_alternatives_plan_runs_end_to_end_ok_or_skipped_with_a_reason(tmp_path)
     assert main(["run", "--plan", str(plan), "--batch", "2", "--seq-len", "16", "--threads", "1", "--time-cap", "0.3",
                  "--no-memory", "--out", str(out)]) == 0  # in process: the process boundary is test_cli's
     recs = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
-    assert len(recs) == 13 and {r["method"] for r in recs} == {"dense", "heads+ffn"}
+    assert len(recs) == 15 and {r["method"] for r in recs} == {"dense", "heads+ffn"}
     assert all(r["status"] == "ok" or (r["status"] == "skipped" and r["reason"]) for r in recs), [r["error"] for r in recs]
     assert all(r["baseline"] == "tiny-bert/dense@0.00/torch-dense/cpu/b2s16" for r in recs)
     assert "## Pruning and its alternatives on this machine" in (out / "report.md").read_text()

@@ -47,6 +47,8 @@ SKIP_CAUSES = {
     "torch-int8": ("no x86/fbgemm quantized engine",),
     "openvino": ("needs the optional openvino package", "converts the ONNX export and needs"),
     "openvino-sparse-int8": ("needs the optional openvino package", "converts the ONNX export and needs", "needs AMX"),
+    "openvino-auto": ("needs the optional openvino package", "converts the ONNX export and needs"),
+    "openvino-int8": ("needs the optional openvino package", "converts the ONNX export and needs", "optional nncf package"),
 }
 
 
@@ -73,7 +75,7 @@ def _gate(session: Session, case: Case, workdir: Path) -> tuple[float, float]:
 # the runtimes of the alternatives issue (int8, OpenVINO) run a few methods each (each prepare takes seconds);
 # torch-compile (a minute of compiling per case here) has its own tests in test_alternatives.py, and the peer's
 # st-* runtimes (dense only, run in the peer's own venv) theirs in test_peer.py
-ALTERNATIVES = {"onnxruntime-int8", "torch-int8", "openvino", "openvino-sparse-int8"}
+ALTERNATIVES = {"onnxruntime-int8", "torch-int8", "openvino", "openvino-sparse-int8", "openvino-auto", "openvino-int8"}
 PEER = {rt for rt in RUNTIMES if rt.startswith("st-")}
 MATRIX = [("tiny-bert", m, rt) for m in sorted(METHODS) for rt in RUNTIMES if rt not in ALTERNATIVES | PEER | {"torch-compile"}]
 MATRIX += [("tiny-bert", m, rt) for m in ("dense", "global-l1", "heads+ffn") for rt in sorted(ALTERNATIVES)]
@@ -88,9 +90,10 @@ def test_every_method_runtime_pair_passes_equality_or_is_skipped_with_reason(ses
     if reason is not None:
         _skip_for_a_known_cause(case, reason)
     ref = session.reference(case)
-    out = build_runner(case, tmp_path).outputs()
+    runner = build_runner(case, tmp_path)
     mask = tiny_models[model].batch(2, 16)["attention_mask"]  # the case's fixed batch (seeded: the same on every load)
-    gate = equality_gate(get_runtime(case.runtime), case.runtime, case.dtype, out, ref, mask)
+    # judged in the dtype the runner computes in (openvino-auto: the plugin's default, bf16 where the CPU has it)
+    gate = equality_gate(get_runtime(case.runtime), case.runtime, runner.computes or case.dtype, runner.outputs(), ref, mask)
     assert gate.error is None, f"{case.case_id}: {gate.error}"
 
 

@@ -30,6 +30,8 @@ RUNTIMES: dict[str, str] = {
     "torch-compile": "torch_compile",
     "openvino": "openvino_fp32",
     "openvino-sparse-int8": "openvino_sparse_int8",
+    "openvino-auto": "openvino_auto",
+    "openvino-int8": "openvino_int8",
     # the peer, sentence-transformers' own backends in their own venv: "module:ATTRIBUTE" (one module, four runtimes)
     "st-torch": "st_peer:ST_TORCH", "st-onnx": "st_peer:ST_ONNX", "st-onnx-qint8": "st_peer:ST_ONNX_QINT8",
     "st-openvino": "st_peer:ST_OPENVINO",

@@ -129,7 +129,8 @@ class Runner:
     as a CPU fp32 tensor; ``artifact`` is the file or directory the runtime keeps on disk; ``model`` is
     a plain torch encoder the engine counts parameters, sparsity and FLOPs on (None: the engine uses the
     masked variant, which holds the same weights); ``info`` says what the runtime did; ``record`` holds
-    runtime-specific Record fields (e.g. ``compile_s``) the engine copies into the case's record.
+    runtime-specific Record fields (e.g. ``compile_s``) the engine copies into the case's record; ``computes`` is
+    the dtype a runtime chose to compute in where not the case's (OpenVINO's default bf16): the gate judges that.
     """
 
     device: str = "cpu"
@@ -137,6 +138,7 @@ class Runner:
     model: nn.Module | None = None
     info: str | None = None
     record: dict[str, object] = {}
+    computes: str | None = None
 
     def __call__(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
