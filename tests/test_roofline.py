@@ -173,7 +173,8 @@ def test_the_alternatives_plan_stacks_layers_lstsq_on_bf16_int8_and_openvino():
             for rt in ("torch-dense", "torch-int8", "onnxruntime-int8", "openvino")]
     bf16 = [f"minilm/layers[lstsq]@{s}/{rt}/cpu-bfloat16/b8s128/vs-torch-dense-float32" for s in ("0.33", "0.50")
             for rt in ("torch-dense", "torch-compile")]
-    assert ids == set(fp32 + bf16)
+    as_shipped = [f"minilm/layers[lstsq]@0.50/{rt}/cpu/b8s128" for rt in ("openvino-auto", "openvino-int8")]
+    assert ids == set(fp32 + bf16 + as_shipped)
     assert all(c.baseline.case_id == "minilm/dense@0.00/torch-dense/cpu/b8s128" for c in plan.cases
                if c.recipe.method == "layers")
 
