@@ -33,7 +33,9 @@ def hf_hidden(feed: dict[str, np.ndarray]) -> np.ndarray:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything loads from this directory
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # stdout/stderr keep the one line
     model = AutoModel.from_pretrained(str(HERE), trust_remote_code=True).eval()
     with torch.inference_mode():
         out = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).last_hidden_state
