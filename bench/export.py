@@ -7,8 +7,10 @@ recipe part), as a record's ``recipe_config`` JSON, or with ``prune``'s flags. T
 ``bench.export_formats``. The check loads the written files back through the format's own loader and
 compares mean-pooled embeddings of fixed real sentences with the variant's in float32: max abs diff and
 min cosine, judged by the equality rule of the runtime that serves the format (``bench/runtimes/base.py``).
-``export.json`` records the recipe, the source model, the format, the git sha and the check; a failed
-check leaves the files and exits 1.
+The export also gets ``verify_export.py`` and ``reference.npz`` (``bench.export_verify``): the same check
+as a standalone script that imports no prunebench module, which export runs in a fresh ``python -I`` from
+the export's directory. ``export.json`` records the recipe, the source model, the format, the git sha, the
+check and the fresh-process check; a failed check, either one, leaves the files and exits 1.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pruning.recover import FITS, RECOVERIES
 from pruning.targets import SCOPES
 
 from . import export_formats as formats
+from .export_verify import FreshCheck, fresh_check, write_verifier
 from .runtimes import get_runtime
 from .runtimes.base import equality_gate, package_versions
 from .run import UsageError, recovery_keys
@@ -132,15 +135,18 @@ def check_export(fmt: str, out: Path, inputs: dict[str, torch.Tensor], reference
                        gate.error is None, gate.error)
 
 
-def export_model(loaded, recipe: PruneRecipe, fmt: str, out: Path, dtype: str = "float32") -> ExportCheck:
+def export_model(loaded, recipe: PruneRecipe, fmt: str, out: Path,
+                 dtype: str = "float32") -> tuple[ExportCheck, FreshCheck]:
     """Build ``recipe``'s variant of ``loaded`` (a ``bench.models.LoadedModel``), write it to ``out`` as ``fmt``
-    in ``dtype``, check it and write ``out``/export.json; returns the check."""
+    in ``dtype`` with its standalone verifier, check it in this process and in a fresh one, and write
+    ``out``/export.json; returns both checks."""
     from .calibrate import build_masked
     from .env import git_state
     from .models import sentences
 
     model = bake(build_masked(loaded, recipe)[0]).float().eval()
-    inputs = loaded.encode(list(sentences()[:CHECK_SENTENCES]), CHECK_SEQ_LEN)
+    texts = list(sentences()[:CHECK_SENTENCES])
+    inputs = loaded.encode(texts, CHECK_SEQ_LEN)
     with torch.inference_mode():
         reference = pooled(model(**inputs).last_hidden_state, inputs["attention_mask"])
     try:
@@ -148,14 +154,18 @@ def export_model(loaded, recipe: PruneRecipe, fmt: str, out: Path, dtype: str = 
     except Exception as exc:  # an exporter's failure on this model is a dead end for the user: one line
         raise ExportError(f"writing {loaded.name} as {fmt} failed ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); try another --to format") from None
+    # the tolerance of the in-process check's rule (equality_gate: the serving runtime's, unscaled)
+    write_verifier(fmt, out, inputs, reference, get_runtime(formats.RUNTIME_OF[fmt]).tolerance(dtype, reference), texts)
     check = check_export(fmt, out, inputs, reference, dtype)
+    fresh = fresh_check(out)
     git = git_state()
     info = {"format": fmt, "dtype": dtype, "recipe": recipe.to_dict(), "recipe_label": recipe.label,
             "source_model": {"name": loaded.name, "source": loaded.source, "arch": loaded.arch, "weights": loaded.weights},
             "prunebench_git_sha": git["git_sha"], "prunebench_git_dirty": git["git_dirty"], "files": sorted(p.name for p in out.iterdir()),
-            "versions": package_versions("torch", "transformers", formats.LOADERS[fmt]), "check": asdict(check)}
+            "versions": package_versions("torch", "transformers", formats.LOADERS[fmt]), "check": asdict(check),
+            "fresh_process_check": asdict(fresh)}
     (out / "export.json").write_text(json.dumps(info, indent=1, allow_nan=True) + "\n")
-    return check
+    return check, fresh
 
 
 def export_command(a: argparse.Namespace) -> int:
@@ -178,13 +188,15 @@ def export_command(a: argparse.Namespace) -> int:
     check_calibration(recipe)
     loaded = load_model(a.model)
     out.mkdir(parents=True, exist_ok=True)
-    check = export_model(loaded, recipe, a.to, out, a.dtype)
+    check, fresh = export_model(loaded, recipe, a.to, out, a.dtype)
     verdict = "reproduces" if check.passed else "does NOT reproduce"
     print(f"prunebench: {recipe.label} of {loaded.name} -> {out} ({a.to}, {a.dtype})")
     print(f"  check: loaded by {check.loader}, {verdict} the variant on {check.sentences} sentences: max abs diff "
           f"{check.max_abs_diff:.2g} (tolerance {check.tolerance if check.tolerance is not None else 'n/a'}), "
           f"min cosine {check.min_cosine:.6f}")
+    print(f"  fresh process: {fresh.output or fresh.error} ({fresh.command}, from {out})")
     if not check.passed:
         print(f"prunebench: export check failed: {check.error}; the files stay in {out}, export.json says why")
-        return 1
-    return 0
+    if not fresh.passed:
+        print(f"prunebench: fresh-process check failed: {fresh.error}; the files stay in {out}, export.json says why")
+    return 0 if check.passed and fresh.passed else 1
