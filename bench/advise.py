@@ -37,7 +37,8 @@ __all__ = ["Candidate", "Search", "confirm", "expected_speedup", "grid", "select
 log = logging.getLogger("bench.advise")
 
 BASELINE = ("torch-dense", "float32")  # what every candidate is timed and scored against: the model as served today
-STRUCTURED_RUNTIMES = ("torch-dense", "onnxruntime", "onnxruntime-int8", "torch-int8", "openvino")
+STRUCTURED_RUNTIMES = ("torch-dense", "onnxruntime", "onnxruntime-int8", "torch-int8", "openvino", "openvino-auto",
+                       "openvino-int8")
 ZERO_RUNTIMES = ("torch-csr", "openvino-sparse-int8")  # runtimes that skip zeros: the only ones unstructured can pay off in
 # (method, importance/recovery keys) of the default grid: weight-norm and data-aware + recovered, side by side
 RECIPES: dict[str, tuple[dict, ...]] = {
@@ -47,7 +48,8 @@ RECIPES: dict[str, tuple[dict, ...]] = {
 }
 SPARSITIES: dict[str, tuple[float, ...]] = {"heads+ffn": (0.25, 0.5), "layers": (0.34, 0.5), "unstructured": (0.7,)}
 METHOD_OF = {"unstructured": "global-l1"}
-SPEED = {"onnxruntime-int8": 0.5, "torch-int8": 0.6, "bfloat16": 0.5, "onnxruntime": 0.9, "openvino": 0.85}
+SPEED = {"onnxruntime-int8": 0.5, "torch-int8": 0.6, "bfloat16": 0.5, "onnxruntime": 0.9, "openvino": 0.85,
+         "openvino-auto": 0.5, "openvino-int8": 0.45}  # priors that only order the timing
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ class Candidate:
         """Whether the runtime or dtype changes the numbers, so quality must be scored on what it serves."""
         from .runtimes import get_runtime
 
-        return self.dtype != "float32" or get_runtime(self.runtime).quality_floor is not None
+        rt = get_runtime(self.runtime)
+        return self.dtype != "float32" or rt.quality_floor is not None or rt.chooses_precision
 
 
 def grid(methods: list[str] | None = None, runtimes: list[str] | None = None,

@@ -217,3 +217,15 @@ def test_own_eval_file_without_the_floor_metric_exits_2(own_encoder, tmp_path, c
     code = main(["advise", "--floor", "r@1>=-0.02", "--model", str(enc), "--eval", str(ev), "--out", str(tmp_path / "a")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "your labels eval file gives no r@1" in err
+
+
+def test_openvino_as_shipped_is_searched_and_scored_on_what_it_serves():
+    """openvino-auto picks bf16 on AMX by itself, openvino-int8 quantizes: both are in the grid, and neither is
+    ever scored on the fp32 weights' embeddings (a bf16 row scored as fp32 would read cosine 1.0)."""
+    from bench.advise import grid
+
+    cands = {(c.recipe.label, c.runtime, c.dtype): c for c in grid(methods=["layers"])}
+    for rt in ("openvino-auto", "openvino-int8"):
+        c = cands[("layers[lstsq]@0.50", rt, "float32")]
+        assert c.served, rt
+    assert not cands[("layers[lstsq]@0.50", "openvino", "float32")].served  # forced f32: the fp32 numbers

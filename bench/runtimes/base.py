@@ -225,6 +225,7 @@ class Runtime(ABC):
     baseline_runtime: ClassVar[str | None] = None  # default baseline: dense in this runtime (None) or in another
     fp32_tolerance: ClassVar[float] = 0.0  # max abs diff against torch-masked in float32
     quality_floor: ClassVar[float | None] = None  # set: the gate is pooled cosine >= this, not a tolerance
+    chooses_precision: ClassVar[bool] = False  # the runtime may compute below the case's dtype (its runner's ``computes``)
     # what its matmuls compute in when that is not the case's dtype (e.g. "int8"): which measured matmul peak
     # bounds its rows (bench.measure.roofline); None: the case's dtype
     compute_dtype: ClassVar[str | None] = None

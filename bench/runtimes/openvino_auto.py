@@ -35,6 +35,7 @@ class OpenVinoAuto(OpenVinoRuntime):
             f"gated by the precision it chose; optional: {INSTALL_HINT}), vs dense torch")
     fp32_tolerance = 1e-4  # where the plugin chose f32: the openvino row's tolerance
     precision_hint = None
+    chooses_precision = True  # bf16 on AMX: what it serves is scored, never the fp32 weights' embeddings
     info_prefix = "openvino CPU, the plugin's default precision"
 
 
