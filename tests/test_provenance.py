@@ -142,11 +142,12 @@ def test_the_runs_own_cpu_counts_its_live_and_reaped_descendants_and_no_stranger
         live.kill()
         live.wait()
     reaped = bench.env._own_cpu_s()
-    assert with_live - before >= 0.4 and reaped - before >= 0.4, (before, with_live, reaped)
+    # /proc reports CPU in clock ticks (1/100 s): a 0.4 s burn can read 0.39
+    assert with_live - before >= 0.35 and reaped - before >= 0.35, (before, with_live, reaped)
     subprocess.run(["sh", "-c", f"'{sys.executable}' -c \"$0\" '{flags[1]}' >/dev/null 2>&1 &", burn], check=True)
     try:
         wait_for(flags[1])
-        assert bench.env._own_cpu_s() - reaped < 0.3  # only this test's own polling, not the stranger's 0.4 s
+        assert bench.env._own_cpu_s() - reaped < 0.2  # only this test's own polling, not the stranger's 0.4 s
     finally:
         subprocess.run(["pkill", "-f", str(flags[1])], check=False)
         for f in flags:
