@@ -31,6 +31,7 @@ from typing import Callable
 from pruning import PruneRecipe
 
 from .frontier import Floor, meets
+from .rundir import RunDir
 
 __all__ = ["Candidate", "Search", "confirm", "expected_speedup", "grid", "select", "time_survivors", "ZERO_RUNTIMES"]
 
@@ -189,7 +190,7 @@ def _done_keys(out: Path, scenarios: tuple[str, ...] = ("fixed",)) -> set[str]:
     every scenario asked (a resumed search does not time them again)."""
     from .records import read_records
 
-    path = out / "timed" / "records.jsonl"
+    path = RunDir(out / "timed").records
     if not path.is_file():
         return set()
     have: dict[str, set[str]] = {}

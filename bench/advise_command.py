@@ -14,6 +14,7 @@ import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
+from .rundir import RunDir
 from .run import UsageError, command_line
 
 __all__ = ["advise_command", "parse_budget"]
@@ -138,11 +139,11 @@ def _launcher(out: Path, a: argparse.Namespace, command: str):
 
     timed = out / "timed"
     timed.mkdir(exist_ok=True)
-    info_path = timed / "run.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {
+    run = RunDir(timed)
+    info = run.load_run_info() if run.run_info.is_file() else {
         "run_id": new_run_id(), "shard": None, "select": None, "isolate": False, "case_timeout_s": None, "advise": True}
-    info_path.write_text(json.dumps(info, indent=1))
-    (timed / "command.txt").write_text(command + "\n")
+    run.write_run_info(info)
+    run.write_command(command)
     threads = torch.get_num_threads()
 
     def launch(cands: list) -> list[dict]:
@@ -151,10 +152,10 @@ def _launcher(out: Path, a: argparse.Namespace, command: str):
                           for c in cands for sc in a.scenario)
             plan = Plan(cases, name="advise", time_cap_s=a.time_cap, memory=not a.no_memory,
                         eval=str(Path(a.eval).resolve()) if a.eval else None)
-            plan.save(timed / "plan.json")
+            plan.save(run.plan)
             with open(timed / "run.log", "a", encoding="utf-8") as fh, redirect_stdout(fh):
                 execute(timed, plan, info, command, resume=True)
-        return read_records(timed / "records.jsonl") if (timed / "records.jsonl").is_file() else []
+        return read_records(run.records) if run.records.is_file() else []
 
     return launch
 

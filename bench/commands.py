@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
+from .rundir import RunDir
 from .run import UsageError, command_line, execute, out_dir, recovery_keys
 
 __all__ = ["compare_command", "frontier_command", "gate_command", "list_command", "merge_command", "prune_command",
@@ -79,9 +79,7 @@ def frontier_command(a: argparse.Namespace) -> int:
         return 0
     plan = builtin_plan("default", models=models, runtimes=runtimes, recipes=recipes, memory=False, time_cap_s=a.time_cap)
     info = {"run_id": run_id, "shard": None, "select": None, "isolate": False, "case_timeout_s": None, "frontier": True}
-    plan.save(out / "plan.json")
-    (out / "command.txt").write_text(command + "\n")
-    (out / "run.json").write_text(json.dumps(info, indent=1))
+    RunDir(out).start(plan, command, info)
     return execute(out, plan, info, command, resume=False)
 
 
@@ -133,8 +131,8 @@ def report_command(a: argparse.Namespace) -> int:
 
     run = Path(a.run_dir)
     for d in (run, *([Path(a.against)] if a.against else [])):
-        if not (d / "records.jsonl").is_file():
-            raise UsageError(f"run directory {d} does not exist or holds no records.jsonl; "
+        if not RunDir(d).records.is_file():
+            raise UsageError(f"run directory {d} does not exist or holds no {RunDir.RECORDS}; "
                              "pass a directory written by `prunebench run`")
     print(write_report(run, against=Path(a.against) if a.against else None))
     return 0

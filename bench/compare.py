@@ -23,7 +23,6 @@ printed under every comparison):
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -32,6 +31,7 @@ from pathlib import Path
 from .env import env_difference
 from .findings import CaseResult, Comparison, Finding
 from .records import FAILED, RecordError, latest_by_case, read_records
+from .rundir import RunDir
 
 __all__ = [
     "CASE_KEYS",
@@ -227,8 +227,8 @@ def _compare_case(case_id: str, base: dict | None, run: dict | None, threshold: 
 def _env(records: list[dict], run_dir: Path | None = None) -> dict:
     """The run's environment: from its records, else its env.json (every case failed early)."""
     env = next((r["env"] for r in records if r.get("env")), {})
-    if not env and run_dir is not None and (run_dir / "env.json").is_file():
-        env = json.loads((run_dir / "env.json").read_text())
+    if not env and run_dir is not None and RunDir(run_dir).env.is_file():
+        env = RunDir(run_dir).load_env()
     return env
 
 
@@ -290,10 +290,10 @@ def compare_runs(baseline_dir: Path | str, run_dir: Path | str, threshold: float
     for d, what in ((base_dir, "baseline"), (run_dir, "run")):
         if not d.is_dir():
             raise CompareError(f"{what} directory {d} does not exist; pass a directory written by `prunebench run`")
-    cmd = base_dir / "command.txt"
+    cmd = RunDir(base_dir).read_command()
     fix = ("to gate in CI on any machine use `prunebench gate --baseline DIR`, which measures the baseline's "
            "commit here; to compare by hand, measure both runs on one machine"
-           + (f" (the baseline's command: {cmd.read_text().strip()})" if cmd.is_file() else ""))
+           + (f" (the baseline's command: {cmd})" if cmd is not None else ""))
     base, run = read_records(base_dir), read_records(run_dir)
     return compare_records(base, run, threshold, baseline_dir=str(base_dir), run_dir=str(run_dir), fix=fix,
                            baseline_env=_env(base, base_dir), run_env=_env(run, run_dir))

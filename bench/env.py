@@ -221,12 +221,12 @@ def record_load(env_json: Path, start: list[float] | None, end: list[float] | No
     the share of the CPU other processes used during the run (``foreign_cpu_share``) to its env.json (written
     with ``environment()`` where the run left none): committed figures are measured on a quiet machine, and the
     report warns on a busy one (bench/report/provenance.py states the rule)."""
-    env_json = Path(env_json)
-    env = json.loads(env_json.read_text()) if env_json.is_file() else dict(environment())
-    env.update(load_avg_start=start, load_avg_end=end)
+    from .rundir import update_json
+
+    fields = {"load_avg_start": start, "load_avg_end": end}
     if foreign_share is not None:
-        env["foreign_cpu_share"] = foreign_share
-    env_json.write_text(json.dumps(env, indent=1))
+        fields["foreign_cpu_share"] = foreign_share
+    update_json(Path(env_json), fields, environment)
 
 
 def _case_versions(case, env: dict) -> dict:

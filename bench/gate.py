@@ -25,7 +25,6 @@ Exit 0: no regression; 1: a regression; 2: the gate cannot run (one line saying 
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 import tempfile
@@ -37,6 +36,7 @@ from .compare import Comparison, compare_records
 from .env import env_difference, environment
 from .gate_sides import GateError, Side, baseline_side, candidate_side
 from .records import read_records
+from .rundir import RunDir
 
 __all__ = ["GateError", "GateResult", "Side", "baseline_side", "candidate_side", "run_gate"]
 
@@ -89,14 +89,14 @@ class GateResult:
 
 def _baseline_files(baseline_dir: Path) -> tuple[list[dict], dict, list[str]]:
     """The committed baseline's records, environment and the `prunebench run` arguments it was made with."""
-    if not (baseline_dir / "records.jsonl").is_file():
-        raise GateError(f"{baseline_dir} holds no records.jsonl; pass --baseline with a directory written by `prunebench run`")
-    records = read_records(baseline_dir / "records.jsonl")
-    env_path = baseline_dir / "env.json"
-    env = json.loads(env_path.read_text()) if env_path.is_file() else next((r["env"] for r in records if r.get("env")), {})
-    cmd_path = baseline_dir / "command.txt"
+    base = RunDir(baseline_dir)
+    if not base.records.is_file():
+        raise GateError(f"{baseline_dir} holds no {RunDir.RECORDS}; pass --baseline with a directory written by `prunebench run`")
+    records = read_records(base.records)
+    env = base.load_env() if base.env.is_file() else next((r["env"] for r in records if r.get("env")), {})
+    cmd_path = base.command
     if not cmd_path.is_file():
-        raise GateError(f"{baseline_dir} has no command.txt, so the gate cannot rerun it; re-record the baseline with "
+        raise GateError(f"{baseline_dir} has no {RunDir.COMMAND}, so the gate cannot rerun it; re-record the baseline with "
                         "`prunebench run --plan PLAN --out DIR`")
     words = shlex.split(cmd_path.read_text().strip())
     if words[:2] != ["prunebench", "run"]:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .compare import CompareError
 from .records import FAILED, read_records
+from .rundir import RunDir
 
 __all__ = ["GateError", "Side", "SideRun", "baseline_side", "candidate_side"]
 
@@ -50,7 +51,7 @@ class SideRun:
 
     def records(self) -> list[dict]:
         """The records it wrote (none when it died before its first case)."""
-        path = self.out / "records.jsonl"
+        path = RunDir(self.out).records
         return read_records(path) if path.is_file() else []
 
     def crash(self) -> str | None:

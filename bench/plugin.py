@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.rundir import RunDir
+
 _RECORD = pytest.StashKey[object]()
 _WRITTEN = pytest.StashKey[bool]()
 _ROUNDS = pytest.StashKey[list]()
@@ -48,7 +50,7 @@ class _State:
         self.out.mkdir(parents=True, exist_ok=True)
         from bench.records import RecordWriter
 
-        self.writer = RecordWriter(self.out / "records.jsonl")  # cuts a truncated last line first
+        self.writer = RecordWriter(RunDir(self.out).records)  # cuts a truncated last line first
         self.cases = self._selected(config)
         self.done = 0
         self.session = None
@@ -249,8 +251,9 @@ def pytest_sessionfinish(session: pytest.Session):
         yield  # pytest-benchmark writes its JSON in here
     if state is not None:
         _write_json(session.config, state)
-        (state.out / "plan.json").exists() or state.plan.save(state.out / "plan.json")
-        (state.out / "env.json").exists() or _write_env(state.out)
+        run = RunDir(state.out)
+        run.plan.exists() or state.plan.save(run.plan)
+        run.env.exists() or _write_env(state.out)
         _state = None
 
 
@@ -258,10 +261,8 @@ def _write_env(out: Path, fields: dict | None = None) -> None:
     """Write the run's env.json (``environment()``), or add ``fields`` to the one there (a resumed run's)."""
     from bench.env import environment
 
-    path = out / "env.json"
-    try:
-        env = json.loads(path.read_text()) if fields and path.is_file() else None
-    except ValueError:
-        env = None
-    env = env if isinstance(env, dict) else dict(environment())
-    path.write_text(json.dumps({**env, **(fields or {})}, indent=1))
+    run = RunDir(out)
+    if fields:
+        run.update_env(fields, environment)
+    else:
+        run.write_env(dict(environment()))

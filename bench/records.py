@@ -282,7 +282,9 @@ def read_records(path: Path, latest: bool = True) -> list[dict]:
     last record; earlier lines stay in the file as history and ``latest=False`` returns them all."""
     path = Path(path)
     if path.is_dir():
-        path = path / "records.jsonl"
+        from .rundir import RunDir
+
+        path = RunDir(path).records
     if not path.is_file():
         raise RecordError(f"no records at {path}; pass a run directory written by `prunebench run`")
     lines = path.read_text(encoding="utf-8").splitlines()

@@ -9,13 +9,14 @@ whose latest record is not ok), hands a plan to Ray (``--executor ray``) and ret
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shlex
 import sys
 import time
 from pathlib import Path
+
+from .rundir import RunDir
 
 __all__ = ["UsageError", "build_plan", "check_flags", "command_line", "execute", "out_dir", "pytest_args", "recovery_keys",
            "resume", "run_command"]
@@ -79,8 +80,8 @@ def out_dir(out: str | None, run_id: str) -> Path:
         probe.unlink()
     except OSError as exc:
         raise UsageError(f"cannot write to output directory {path} ({exc.strerror}); pass --out with a writable directory") from None
-    if (path / "records.jsonl").exists():
-        raise UsageError(f"{path} already holds a run (records.jsonl); pass a new --out directory")
+    if RunDir(path).records.exists():
+        raise UsageError(f"{path} already holds a run ({RunDir.RECORDS}); pass a new --out directory")
     return path
 
 
@@ -113,8 +114,8 @@ def check_flags(a: argparse.Namespace) -> None:
         run = Path(a.resume)
         if not run.is_dir():
             raise UsageError(f"--resume {run}: no such run directory; pass a directory written by `prunebench run`")
-        if not (run / "plan.json").is_file():
-            raise UsageError(f"--resume {run}: it has no plan.json, so it is not a prunebench run; start a new run with --out")
+        if not RunDir(run).plan.is_file():
+            raise UsageError(f"--resume {run}: it has no {RunDir.PLAN}, so it is not a prunebench run; start a new run with --out")
     if a.executor == "ray":
         import importlib.util
 
@@ -127,15 +128,16 @@ def check_flags(a: argparse.Namespace) -> None:
 
 
 def _run_info(run: Path) -> dict:
-    path = run / "run.json"
-    if not path.is_file():
-        return {}
+    """The run's run.json ({} where it has none); an unreadable one is bad input."""
+    path = RunDir(run).run_info
     try:
-        info = json.loads(path.read_text())
+        info = RunDir(run).load_run_info()
     except ValueError as exc:
         raise UsageError(f"{path} is not valid JSON ({exc}); repair it or delete it to resume with a new run id") from None
+    if info is None:
+        return {}
     if not isinstance(info, dict):
-        raise UsageError(f"{path} is not a prunebench run.json; delete it to resume with a new run id")
+        raise UsageError(f"{path} is not a prunebench {RunDir.RUN_INFO}; delete it to resume with a new run id")
     return info
 
 
@@ -156,17 +158,18 @@ def resume(a: argparse.Namespace) -> int:
     from .records import new_run_id, read_records
 
     out = Path(a.resume)
+    run = RunDir(out)
     info = _run_info(out)
-    if (out / "records.jsonl").is_file():
-        read_records(out / "records.jsonl")  # a corrupt records file is refused before anything heavy
+    if run.records.is_file():
+        read_records(run.records)  # a corrupt records file is refused before anything heavy
     from .plan import Plan
 
-    plan = Plan.load_json(out / "plan.json")
+    plan = Plan.load_json(run.plan)
     info.setdefault("run_id", new_run_id())
     info["isolate"] = a.isolate or info.get("isolate", False)
     info["case_timeout_s"] = a.case_timeout or info.get("case_timeout_s")
     info["select"] = a.select or info.get("select")
-    command = (out / "command.txt").read_text().strip() if (out / "command.txt").is_file() else None
+    command = run.read_command()
     print(f"prunebench: resuming {out}", flush=True)
     return execute(out, plan, info, command, resume=True)
 
@@ -185,13 +188,11 @@ def run_command(a: argparse.Namespace) -> int:
     out = out_dir(a.out, run_id)
     command = command_line()
     info = {"run_id": run_id, "shard": a.shard, "select": a.select, "isolate": a.isolate, "case_timeout_s": a.case_timeout}
-    plan.save(out / "plan.json")
-    (out / "command.txt").write_text(command + "\n")
     if a.executor == "ray":
         info["executor"], info["shards"] = "ray", a.shards or 4
-        (out / "run.json").write_text(json.dumps(info, indent=1))
+    RunDir(out).start(plan, command, info)
+    if a.executor == "ray":
         return _run_on_ray(plan, out, info, command)
-    (out / "run.json").write_text(json.dumps(info, indent=1))
     return execute(out, plan, info, command, resume=False)
 
 
@@ -219,8 +220,8 @@ def _run_on_ray(plan, out: Path, info: dict, command: str) -> int:
 def pytest_args(out: Path, info: dict, resume: bool) -> list[str]:
     """The pytest command line that runs the plan saved in ``out`` (its shard, selection, isolation)."""
     args = ["--pyargs", "bench.suites", "-q", "--no-header", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning",
-            f"--prunebench-plan={out / 'plan.json'}", f"--prunebench-out={out}", f"--prunebench-run-id={info['run_id']}",
-            f"--benchmark-json={out / 'benchmark.json'}", "--benchmark-quiet"]
+            f"--prunebench-plan={RunDir(out).plan}", f"--prunebench-out={out}", f"--prunebench-run-id={info['run_id']}",
+            f"--benchmark-json={RunDir(out).benchmark}", "--benchmark-quiet"]
     args += [f"--prunebench-shard={info['shard']}"] if info.get("shard") else []
     args += ["--prunebench-resume"] if resume else []
     args += ["--prunebench-isolate"] if info.get("isolate") else []
@@ -249,7 +250,8 @@ def execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> i
 
     shard = parse_shard(info["shard"]) if info.get("shard") else None
     cases = plan.cases_in_shard(shard)
-    prior = read_records(out) if resume and (out / "records.jsonl").is_file() else []
+    run = RunDir(out)
+    prior = read_records(out) if resume and run.records.is_file() else []
     ok = {r["case_id"] for r in prior if r["status"] == "ok"}
     todo = [c for c in cases if c.case_id not in ok]
     where = f" (shard {info['shard']} of {len(plan.cases)})" if shard else ""
@@ -261,24 +263,24 @@ def execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> i
     else:  # an empty shard, or a resumed run with nothing left to do: still a complete run directory
         from .env import environment
 
-        (out / "records.jsonl").touch()
-        (out / "env.json").exists() or (out / "env.json").write_text(json.dumps(environment(), indent=1))
+        run.records.touch()
+        run.env.exists() or run.write_env(environment())
     if previous:
-        carry_benchmarks(out / "benchmark.json", previous, {c.case_id for c in todo})
+        carry_benchmarks(run.benchmark, previous, {c.case_id for c in todo})
     interrupted = code == pytest.ExitCode.INTERRUPTED
-    if not (out / "records.jsonl").exists():
+    if not run.records.exists():
         print(f"prunebench: no case ran (pytest exit {int(code)})", file=sys.stderr)
         return 130 if interrupted else 1
-    record_load(out / "env.json", load_start, load_average(),  # before the report, which warns on a busy machine
+    record_load(run.env, load_start, load_average(),  # before the report, which warns on a busy machine
                 foreign_cpu_share(clock_start, cpu_clock(), os.cpu_count()))
-    records = read_records(out / "records.jsonl")
+    records = read_records(run.records)
     report = write_report(out, command)
     print()
     print(summary_table(records))
     wall = _wall_s()
     spent = time_spent(records, wall)
     info.update(wall_s=round(wall, 1), overhead_s=round(wall - measured_s(records), 1))  # .ci/time-run reads them
-    (out / "run.json").write_text(json.dumps(info, indent=1))
+    run.write_run_info(info)
     print(f"\n{spent}" if spent else "", f"\nreport: {report}")
     if interrupted:
         left = len({c.case_id for c in cases} - {r["case_id"] for r in records})

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bench.report.cells import fmt
 from bench.report.quality import delta_cell
+from bench.rundir import RunDir
 
 __all__ = ["main", "study"]
 
@@ -103,10 +104,10 @@ def _write_report(rows: list[dict], out: Path, command: str) -> None:
     from bench.report.plots import save
     from bench.report.section_plots import DISTILL_PLOT, distill_plot
 
-    text = render(rows, command)
-    if save(distill_plot(frame(rows)), out / "plots" / DISTILL_PLOT) is not None:
-        text += f"\n![distillation loss](plots/{DISTILL_PLOT})\n"
-    (out / "report.md").write_text(text)
+    text, run = render(rows, command), RunDir(out)
+    if save(distill_plot(frame(rows)), run.plots / DISTILL_PLOT) is not None:
+        text += f"\n![distillation loss]({RunDir.PLOTS}/{DISTILL_PLOT})\n"
+    run.report.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"prunebench study: no {out / 'study.jsonl'}; run the study first (--plan PLAN --out {out})", file=sys.stderr)
             return 2
         rows = [json.loads(x) for x in (out / "study.jsonl").read_text().splitlines() if x.strip()]
-        _write_report(rows, out, (out / "command.txt").read_text().strip() if (out / "command.txt").is_file() else "")
+        _write_report(rows, out, RunDir(out).read_command() or "")
         return 0
     if not a.plan or not Path(a.plan).is_file():
         print(f"prunebench study: no plan file {a.plan!r}; pass a TOML plan such as bench/plans/recovery.toml", file=sys.stderr)
@@ -149,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     if (out / "study.jsonl").exists():
         (out / "study.jsonl").unlink()
     rows = study(plan, out, grid, a.select)
-    (out / "command.txt").write_text(command + "\n")
+    RunDir(out).write_command(command)
     _write_report(rows, out, command)
-    print(f"prunebench study: {len(rows)} recipes -> {out / 'report.md'}")
+    print(f"prunebench study: {len(rows)} recipes -> {RunDir(out).report}")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..env import ENV_KEYS
+from ..rundir import RunDir
 
 __all__ = ["MergeError", "MergeResult", "carry_benchmarks", "merge_runs", "previous_benchmarks", "relevant_env_keys"]
 
@@ -68,19 +69,19 @@ def _check_dirs(out: Path, dirs: list[Path]) -> None:
             raise MergeError(f"shard directory {d} does not exist; pass run directories written by `prunebench run --shard i/n`")
         if d.resolve() == out.resolve():
             raise MergeError(f"OUT_DIR {out} is also a shard directory; merge into a new directory")
-        for name in ("plan.json", "records.jsonl", "env.json"):
-            if not (d / name).is_file():
-                raise MergeError(f"{d} has no {name}, so it is not a finished prunebench run; run or resume that shard first")
-    if (out / "records.jsonl").exists():
-        raise MergeError(f"{out} already holds a run (records.jsonl); merge into a new directory")
+        missing = RunDir(d).missing()
+        if missing:
+            raise MergeError(f"{d} has no {missing[0]}, so it is not a finished prunebench run; run or resume that shard first")
+    if RunDir(out).records.exists():
+        raise MergeError(f"{out} already holds a run ({RunDir.RECORDS}); merge into a new directory")
 
 
 def _one_plan(dirs: list[Path]) -> dict:
     """The plan every shard ran (compared as written, before importing torch)."""
-    raw = [_json(d / "plan.json", "plan") for d in dirs]
+    raw = [_json(RunDir(d).plan, "plan") for d in dirs]
     for d, p in zip(dirs, raw):
         if not isinstance(p, dict) or not isinstance(p.get("cases"), list):
-            raise MergeError(f"{d}/plan.json is not a plan written by `prunebench run`; re-run that shard")
+            raise MergeError(f"{RunDir(d).plan} is not a plan written by `prunebench run`; re-run that shard")
     for d, p in zip(dirs[1:], raw[1:]):
         if p != raw[0]:
             key = _first_difference(raw[0], p)
@@ -128,12 +129,12 @@ def _records(dirs: list[Path], planned: list[str]) -> list[dict]:
     lines: list[dict] = []
     owner: dict[str, Path] = {}
     for d in dirs:
-        for r in read_records(d / "records.jsonl", latest=True):
+        for r in read_records(RunDir(d).records, latest=True):
             if r["case_id"] in owner:
                 raise MergeError(f"case {r['case_id']} is recorded by both {owner[r['case_id']]} and {d}; "
                                  "merge disjoint shards (resume one run instead of running a case twice)")
             owner[r["case_id"]] = d
-        lines += read_records(d / "records.jsonl", latest=False)
+        lines += read_records(RunDir(d).records, latest=False)
     stray = sorted(set(owner) - set(planned))
     if stray:
         raise MergeError(f"{owner[stray[0]]} records case {stray[0]}, which is not in its plan; re-run that shard")
@@ -150,28 +151,30 @@ def merge_runs(out: Path, shard_dirs: list[Path], *, allow_mixed_env: bool = Fal
     out, dirs = Path(out), [Path(d) for d in shard_dirs]
     _check_dirs(out, dirs)
     raw = _one_plan(dirs)
-    infos = [_json(d / "run.json", "run metadata") if (d / "run.json").is_file() else {} for d in dirs]
+    shards = [RunDir(d) for d in dirs]
+    infos = [_json(s.run_info, "run metadata") if s.run_info.is_file() else {} for s in shards]
     specs = _one_split(dirs, infos)
-    envs = [_json(d / "env.json", "environment") for d in dirs]
+    envs = [_json(s.env, "environment") for s in shards]
     mixed = _mixed_env(dirs, envs, raw, allow_mixed_env)
-    plan = Plan.load_json(dirs[0] / "plan.json")
+    plan = Plan.load_json(shards[0].plan)
     lines = _records(dirs, [c.case_id for c in plan.cases])
 
     out.mkdir(parents=True, exist_ok=True)
-    plan.save(out / "plan.json")
-    (out / "env.json").write_text(json.dumps({**envs[0], **({"mixed": mixed} if mixed else {})}, indent=1))
-    (out / "run.json").write_text(json.dumps({"run_id": new_run_id(), "merged_from": [str(d) for d in dirs],
-                                              "shards": specs, "run_ids": [i.get("run_id") for i in infos]}, indent=1))
-    bench = _merge_benchmarks([d / "benchmark.json" for d in dirs])
+    run = RunDir(out)
+    plan.save(run.plan)
+    run.write_env({**envs[0], **({"mixed": mixed} if mixed else {})})
+    run.write_run_info({"run_id": new_run_id(), "merged_from": [str(d) for d in dirs],
+                        "shards": specs, "run_ids": [i.get("run_id") for i in infos]})
+    bench = _merge_benchmarks([s.benchmark for s in shards])
     if bench is not None:
-        (out / "benchmark.json").write_text(json.dumps(bench, indent=1))
+        run.benchmark.write_text(json.dumps(bench, indent=1))
     if command:
-        (out / "command.txt").write_text(command + "\n")
-    with open(out / "records.jsonl", "w", encoding="utf-8") as fh:
+        run.write_command(command)
+    with open(run.records, "w", encoding="utf-8") as fh:
         for r in lines:
             fh.write(json.dumps(r, default=str) + "\n")
     report = write_report(out, command)
-    latest = read_records(out / "records.jsonl")
+    latest = read_records(run.records)
     missing = sorted({c.case_id for c in plan.cases} - {r["case_id"] for r in latest})
     return MergeResult(latest, missing, report)
 
@@ -208,7 +211,7 @@ def carry_benchmarks(path: Path, previous: dict | None, rerun: set[str]) -> None
     by_case.update({b.get("param"): b for b in doc.get("benchmarks", [])})
     doc["benchmarks"] = list(by_case.values())
     path.write_text(json.dumps(doc, indent=1))
-    path.with_name(path.name + ".prev").unlink(missing_ok=True)
+    RunDir(path.parent).benchmark_prev.unlink(missing_ok=True)
 
 
 def _load(path: Path) -> dict | None:
@@ -222,15 +225,15 @@ def _load(path: Path) -> dict | None:
 def previous_benchmarks(run: Path) -> dict | None:
     """The benchmarks a run directory already holds, kept aside in ``benchmark.json.prev`` before a
     resumed run lets pytest-benchmark truncate ``benchmark.json`` (so a kill cannot lose them)."""
-    run = Path(run)
-    prev, cur = _load(run / "benchmark.json.prev"), _load(run / "benchmark.json")
+    run = RunDir(run)
+    prev, cur = _load(run.benchmark_prev), _load(run.benchmark)
     if prev and cur:
         by_case = {b.get("param"): b for b in prev.get("benchmarks", [])}
         by_case.update({b.get("param"): b for b in cur.get("benchmarks", [])})
         cur["benchmarks"] = list(by_case.values())
     doc = cur or prev
     if doc:
-        tmp = run / "benchmark.json.prev.tmp"
+        tmp = run.benchmark_prev.with_name(run.benchmark_prev.name + ".tmp")
         tmp.write_text(json.dumps(doc, indent=1))
-        tmp.replace(run / "benchmark.json.prev")
+        tmp.replace(run.benchmark_prev)
     return doc

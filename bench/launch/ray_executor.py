@@ -21,6 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from ..rundir import RunDir
+
 if TYPE_CHECKING:
     from .merge import MergeResult
 
@@ -28,8 +30,7 @@ __all__ = ["RayExecutorError", "run_on_ray", "shard_resources"]
 
 log = logging.getLogger("bench.launch.ray_executor")
 
-_FILES = ("records.jsonl", "records.jsonl.partial", "plan.json", "env.json", "run.json", "benchmark.json",
-          "report.md", "command.txt")
+_FILES = RunDir.FILES
 
 
 class RayExecutorError(ValueError):
@@ -46,8 +47,8 @@ def _run_shard(plan: dict, info: dict) -> dict:
     """Ray task body: run one shard in a fresh run directory and return its files and exit code."""
     work = Path(tempfile.mkdtemp(prefix="prunebench-shard-"))
     try:
-        (work / "plan.json").write_text(json.dumps(plan, indent=1))
-        (work / "run.json").write_text(json.dumps(info, indent=1))
+        RunDir(work).plan.write_text(json.dumps(plan, indent=1))
+        RunDir(work).write_run_info(info)
         cmd = [sys.executable, "-m", "bench.cli", "run", "--resume", str(work)]
         proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         files = {name: (work / name).read_text(encoding="utf-8") for name in _FILES if (work / name).is_file()}
@@ -103,7 +104,7 @@ def run_on_ray(plan, out: Path, info: dict, command: str | None = None,
         d.mkdir(parents=True, exist_ok=True)
         for name, text in res["files"].items():
             (d / name).write_text(text, encoding="utf-8")
-        finished = all(name in res["files"] for name in ("plan.json", "records.jsonl", "env.json"))
+        finished = all(name in res["files"] for name in RunDir.FINISHED)
         if finished:
             dirs.append(d)
         state = "done" if finished and res["returncode"] in (0, 1) else f"exit {res['returncode']}: {res['stderr']}"
@@ -111,6 +112,6 @@ def run_on_ray(plan, out: Path, info: dict, command: str | None = None,
     if not dirs:
         return None
     dirs.sort()
-    for stale in ("plan.json", "run.json"):  # merge writes the run's own
-        (out / stale).unlink(missing_ok=True)
+    for stale in (RunDir(out).plan, RunDir(out).run_info):  # merge writes the run's own
+        stale.unlink(missing_ok=True)
     return merge_runs(out, dirs, command=command)

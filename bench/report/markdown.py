@@ -8,7 +8,6 @@ regenerates both at any time.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import pandas as pd
 
 from ..frontier import load as load_frontier
 from ..records import FAILED, read_records
+from ..rundir import RunDir
 from .alternatives import PLOT as ALTERNATIVES_PLOT
 from .alternatives import rows as alternatives_rows
 from .alternatives import section as alternatives_section
@@ -248,11 +248,12 @@ def write_report(run_dir: Path, command: str | None = None, against: Path | None
     frontier run's frontier.json, and ``against``: another run whose latency CIs are compared); plots without
     data are removed."""
     run_dir = Path(run_dir)
-    records = read_records(run_dir / "records.jsonl")
-    other = (Path(against).name, read_records(Path(against) / "records.jsonl")) if against is not None else None
-    if command is None and (run_dir / "command.txt").is_file():
-        command = (run_dir / "command.txt").read_text().strip()
-    df, frontier, out = frame(records), load_frontier(run_dir), run_dir / "plots"
+    run = RunDir(run_dir)
+    records = read_records(run.records)
+    other = (Path(against).name, read_records(RunDir(against).records)) if against is not None else None
+    if command is None:
+        command = run.read_command()
+    df, frontier, out = frame(records), load_frontier(run_dir), run.plots
 
     def rel(path: Path | None) -> str | None:
         return None if path is None else path.relative_to(run_dir).as_posix()
@@ -265,13 +266,12 @@ def write_report(run_dir: Path, command: str | None = None, against: Path | None
         if not alternatives.empty else None,
         frontier=rel(save(frontier_plot(df, frontier), out / "frontier.png", dpi=110)),
         distill=rel(save(distill_plot(df), out / DISTILL_PLOT)))
-    env_json = run_dir / "env.json"
     try:
-        run_env = json.loads(env_json.read_text()) if env_json.is_file() else None
+        run_env = run.load_env()
     except ValueError:
-        log.warning("%s is not valid JSON; the report cannot say what the load was", env_json)
+        log.warning("%s is not valid JSON; the report cannot say what the load was", run.env)
         run_env = None
-    path = run_dir / "report.md"
+    path = run.report
     path.write_text(render(records, run_dir, command, links, frontier,
                            run_env if isinstance(run_env, dict) else None, other), encoding="utf-8")
     return path
