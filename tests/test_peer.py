@@ -45,7 +45,8 @@ def test_peer_rounds_become_a_ratio_with_a_ci_through_the_latency_step(fake_peer
     runner = get_runtime("st-onnx").prepare(_variant(), tmp_path, "cpu")
     plan = SimpleNamespace(ci_target=None, time_cap_s=2.0, warmup=1, min_rounds=8)
     # no in-process baseline is timed: the child's rounds are the figure (a baseline runner would be called)
-    speed = steps.latency(SimpleNamespace(plan=plan), None, SimpleNamespace(runner=runner, baseline=None, flops_ratio=1.0))
+    case = SimpleNamespace(scenario="fixed")  # the fixed batch: the only scenario the peer serves
+    speed = steps.latency(SimpleNamespace(plan=plan), case, SimpleNamespace(runner=runner, baseline=None, flops_ratio=1.0))
     lat = speed.latency
     assert lat.ratio == pytest.approx(1.15, abs=0.02)
     assert 1.10 < lat.ratio_lo <= lat.ratio <= lat.ratio_hi < 1.20 and lat.verdict == "slower"
