@@ -232,13 +232,18 @@ class Session:
         phases: dict[str, float] = {}
         parts: list = []
         torch.set_num_threads(case.threads)
+        memory = self.plan.memory and self.plan.memory_skipped(case) is None
         try:
+            if memory:  # the memory children's fork server imports torch while this case builds...
+                self.memory_meter.prestart()
             built = _timed(phases, "build", lambda: steps.build(self, case))
             parts.append(built)
             gate = _timed(phases, "equality", lambda: steps.equality(self, case, built))  # equality before speed
             parts.append(gate)
             if gate.error:
                 raise EqualityError(gate.error)
+            if memory:  # ...and is idle before anything is timed (a wait, if any, is in duration_s only)
+                self.memory_meter.settle()
             speed = _timed(phases, "latency", lambda: steps.latency(self, case, built))
             parts.append(speed)
             self.last_samples = speed.latency.variant_s

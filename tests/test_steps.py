@@ -124,3 +124,26 @@ def test_memory_cases_measures_the_first_cases_and_the_others_say_why_not(tmp_pa
     assert b.peak_mem_mb is None and b.mem_ratio is None and "memory" not in b.phase_s
     assert "memory_cases = 1" in b.memory_skipped and "first 1 of 2 cases" in b.memory_skipped
     assert b.size_bytes is not None and b.latency_ratio is not None  # every other phase still ran
+
+
+def test_the_memory_fork_server_starts_before_the_build_and_is_idle_before_anything_is_timed(tmp_path, monkeypatch):
+    """Its imports (seconds) overlap the build of a case that measures memory, and never the timing; a case the
+    plan measures no memory for starts nothing."""
+    from bench.measure import memory
+    from bench.measure.memory import Memory, MemoryMeter
+
+    events: list = []
+    monkeypatch.setattr(memory, "prestart", lambda: events.append("prestart"))
+    monkeypatch.setattr(memory, "settle", lambda **kw: events.append("settle"))
+    for name in ("build", "equality", "latency"):
+        real = getattr(steps, name)
+        monkeypatch.setattr(steps, name, lambda *a, _real=real, _name=name: (events.append(_name), _real(*a))[1])
+    cases = (_case(), Case("tiny-bert", PruneRecipe("global-l1", 0.25), "torch-dense", batch=2, seq_len=16, threads=1))
+    s = Session(Plan(cases, memory_cases=1, quality=False, time_cap_s=0.5, min_rounds=5), tmp_path / "r", "t")
+    s.memory_meter = MemoryMeter(measure=lambda spec, **kw: Memory(100.0, 40.0, True))
+    try:
+        for case in cases:
+            s.run(case, Record())
+    finally:
+        s.close()
+    assert events == ["prestart", "build", "equality", "settle", "latency", "build", "equality", "latency"]
