@@ -21,7 +21,7 @@ from .measure.embed_cache import EmbedCache, default_dir
 from .measure.flops import macs
 from .measure.memory import MemoryMeter
 from .measure.quality import MAX_LEN, EvalTask, QualityMeter, QualityResult, corpus_task, file_task
-from .measure.size import Size, SizeMeter, save_safetensors
+from .measure.size import SizeMeter, raw_bytes, save_safetensors
 from .plan import Case, Plan
 from .records import Record
 from .runtimes import Runner, Variant, get_runtime
@@ -57,20 +57,6 @@ def _safe_name(case_id: str) -> str:
     return f"{name}-{hashlib.sha256(case_id.encode()).hexdigest()[:6]}"
 
 
-def _fp64_rounding(fresh: torch.nn.Module, inputs: dict, ref: torch.Tensor) -> float | None:
-    """Max abs diff of ``ref`` (fp32 outputs of the masked variant) to ``fresh`` (an independent copy of that
-    variant) run in float64 on the same inputs; None, with a warning, where the model cannot run in float64
-    (the runtime's own tolerance then applies)."""
-    try:
-        wide = fresh.double()
-        with torch.inference_mode():
-            out = wide(**inputs).last_hidden_state
-        return float((ref.double() - out).abs().max())
-    except (RuntimeError, TypeError, NotImplementedError) as exc:  # an op without a float64 kernel
-        log.warning("reference in float64 failed (%s): fp32 rounding not measured", exc)
-        return None
-
-
 def _timed(phases: dict[str, float], name: str, fn):
     with _phase(phases, name):
         return fn()
@@ -104,7 +90,7 @@ class Session:
         # data-aware variants built once (bench/calibrate.py): across runs when cached, else in this run
         os.environ[CACHE_ENV] = str(self._variants(disk) or self._tmp / "variants")
         self._baselines: dict[str, Runner] = {}
-        self._base_size: dict[str, object] = {}
+        self._base_size: dict[str, int] = {}
         self._masked: tuple[tuple, torch.nn.Module] | None = None
         self._reference: dict[tuple, tuple[torch.Tensor, float]] = {}
         # each distinct thing measured once (artifacts by their bytes, embeddings by weights and inputs), on disk too
@@ -147,11 +133,12 @@ class Session:
             self._baselines[base.case_id] = build_runner(base, self.workdir(base))
         return self._baselines[base.case_id]
 
-    def baseline_size(self, case: Case) -> Size:
-        """The baseline artifact's size, measured once per baseline case."""
+    def baseline_bytes(self, case: Case) -> int:
+        """The baseline artifact's raw bytes (every size ratio divides by them), read once per baseline case; its
+        gzip size is no figure of the case (seconds for a dense MiniLM), so it is not computed."""
         base = case.baseline
         if base.case_id not in self._base_size:
-            self._base_size[base.case_id] = self.size_meter.measure(self.baseline(case).artifact)
+            self._base_size[base.case_id] = raw_bytes(self.baseline(case).artifact)
         return self._base_size[base.case_id]
 
     def masked(self, model: str, recipe: PruneRecipe) -> torch.nn.Module:
@@ -179,7 +166,7 @@ class Session:
             with torch.inference_mode():
                 ref = masked(**inputs).last_hidden_state.float()
             fresh = Variant(get_model(case.model), case.recipe, {}).masked()  # a copy of the masked variant
-            self._reference[key] = (ref, _fp64_rounding(fresh, inputs, ref))
+            self._reference[key] = (ref, steps.fp64_rounding(fresh, inputs, ref))
         return self._reference[key]
 
     def quality_task(self) -> EvalTask:
@@ -190,7 +177,7 @@ class Session:
 
                 self._task = file_task(load_eval_file(self.plan.eval))
             else:
-                self._task = corpus_task()
+                self._task = corpus_task(cap=self.plan.quality_items)
         return self._task
 
     def _quality_net(self, key: tuple) -> torch.nn.Module:
@@ -245,13 +232,18 @@ class Session:
         phases: dict[str, float] = {}
         parts: list = []
         torch.set_num_threads(case.threads)
+        memory = self.plan.memory and self.plan.memory_skipped(case) is None
         try:
+            if memory:  # the memory children's fork server imports torch while this case builds...
+                self.memory_meter.prestart()
             built = _timed(phases, "build", lambda: steps.build(self, case))
             parts.append(built)
             gate = _timed(phases, "equality", lambda: steps.equality(self, case, built))  # equality before speed
             parts.append(gate)
             if gate.error:
                 raise EqualityError(gate.error)
+            if memory:  # ...and is idle before anything is timed (a wait, if any, is in duration_s only)
+                self.memory_meter.settle()
             speed = _timed(phases, "latency", lambda: steps.latency(self, case, built))
             parts.append(speed)
             self.last_samples = speed.latency.variant_s
@@ -265,8 +257,11 @@ class Session:
         Each result that succeeded is appended to ``parts``, in that order; then the first error is raised."""
         with ThreadPoolExecutor(max_workers=2) as pool:
             done = [pool.submit(_timed, phases, "size", lambda: steps.size(self, case, built))]
-            if self.plan.memory:
+            skipped = self.plan.memory_skipped(case)  # a smoke run's budget: memory on its first cases only
+            if self.plan.memory and skipped is None:
                 done.append(pool.submit(_timed, phases, "memory", lambda: steps.memory(self, case, built)))
+            elif skipped:
+                parts.append(steps.MemorySkipped(skipped))
             if self.plan.quality:  # in this thread, while the pool works
                 done.append(_now(lambda: _timed(phases, "quality", lambda: self.quality(case, built.runner))))
             errors = []

@@ -45,6 +45,11 @@ class Plan:
     quality: bool = True
     cache: bool = True  # reuse sizes and quality embeddings from the on-disk cache (bench/measure/embed_cache.py)
     eval: str | None = None  # noqa: A003 - a user's evaluation TSV (bench/data/evalfile.py); None: BBC News
+    # a smoke run's budget (the quick plan): None measures everything. quality_items caps the BBC News split at that
+    # many probe-train and held-out articles (named in quality_split as capped=N; a user's eval file is scored
+    # whole); memory_cases measures memory on the plan's first N cases only (the others say so in memory_skipped)
+    quality_items: int | None = None
+    memory_cases: int | None = None
     source: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -61,6 +66,10 @@ class Plan:
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
             raise PlanError(f"warmup must be a non-negative integer, got {self.warmup!r}")
         positive_int("min_rounds", self.min_rounds)
+        for name, whole in (("quality_items", "score the full split"), ("memory_cases", "measure every case")):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise PlanError(f"{name} must be a positive integer, got {v!r}; leave it out to {whole}")
         for name in ("memory", "quality", "cache"):
             if not isinstance(getattr(self, name), bool):
                 raise PlanError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -92,6 +101,16 @@ class Plan:
                 raise
             raise PlanError(f"{path} is not a plan written by `prunebench run` ({type(exc).__name__}: {exc}); "
                             "pass the plan.json of a run directory") from None
+
+    def memory_skipped(self, case: Case) -> str | None:
+        """Why the plan measures no memory for ``case`` although it measures memory (``memory_cases``: only the
+        plan's first N cases, in plan order, whatever shard or process runs them), or None."""
+        if not self.memory or self.memory_cases is None:
+            return None
+        if any(case.case_id == c.case_id for c in self.cases[:self.memory_cases]):
+            return None
+        return (f"not measured: the plan measures memory on its first {self.memory_cases} of {len(self.cases)} cases "
+                f"(memory_cases = {self.memory_cases}); remove memory_cases to measure every case")
 
     def cases_in_shard(self, shard: tuple[int, int] | None) -> tuple[Case, ...]:
         """The cases shard ``(i, n)`` runs (all cases when ``shard`` is None)."""
@@ -132,7 +151,8 @@ def _device(value: str) -> str:
 # cases; every other key is the recipe's (pruning.recipe_keys: PruneRecipe's fields and the method config's own)
 _CASE_KEYS = {"runtimes", "devices", "dtype", "baseline"}
 _PLAN_KEYS = {"name", "models", "runtimes", "devices", "batch", "seq_len", "scenario", "threads", "dtype", "recipes",
-              "ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality", "cache", "baseline", "eval"}
+              "ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality", "cache", "baseline", "eval",
+              "quality_items", "memory_cases"}
 
 
 def plan_from_dict(d: dict, **overrides: Any) -> Plan:
@@ -196,7 +216,8 @@ def plan_from_dict(d: dict, **overrides: Any) -> Plan:
             case = Case(m, rec, rt, dev, 1 if sc == "query" else b, s, threads, dt, brt, bdt, sc)
             if all(case.case_id != c.case_id for c in cases):  # an alias and its runtime, or a recipe listed twice
                 cases.append(case)
-    knobs = {k: d[k] for k in ("ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality", "cache") if k in d}
+    knobs = {k: d[k] for k in ("ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality", "cache",
+                               "quality_items", "memory_cases") if k in d}
     if d.get("eval") is not None:  # absolute, so the run's plan.json names the file wherever it is read
         _check_eval(d["eval"])
         knobs["eval"] = str(Path(d["eval"]).expanduser().resolve())

@@ -246,6 +246,7 @@ def execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> i
     from .launch.shard import parse_shard
     from .records import exit_status, read_records
     from .report import summary_table, time_spent, write_report
+    from .report.budget import budget_lines
     from .report.markdown import measured_s
 
     shard = parse_shard(info["shard"]) if info.get("shard") else None
@@ -281,6 +282,7 @@ def execute(out: Path, plan, info: dict, command: str | None, resume: bool) -> i
     spent = time_spent(records, wall)
     info.update(wall_s=round(wall, 1), overhead_s=round(wall - measured_s(records), 1))  # .ci/time-run reads them
     run.write_run_info(info)
+    print(*budget_lines(records), sep="\n")  # what a smoke budget left out, above the lines .ci/time-run keeps
     print(f"\n{spent}" if spent else "", f"\nreport: {report}")
     if interrupted:
         left = len({c.case_id for c in cases} - {r["case_id"] for r in records})

@@ -8,9 +8,12 @@ record from them. ``Session.run`` only orders the steps: build → equality → 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from pruning import scope_params
 from pruning.unstructured import sparsity_of
@@ -32,8 +35,10 @@ from .variants import build_runner, get_model, get_workload
 if TYPE_CHECKING:
     from .engine import Session
 
-__all__ = ["Built", "CaseInfo", "Equality", "Memories", "Phases", "Roofline", "Sizes", "Speed", "build", "describe",
-           "equality", "latency", "memory", "roofline", "size"]
+__all__ = ["Built", "CaseInfo", "Equality", "Memories", "MemorySkipped", "Phases", "Roofline", "Sizes", "Speed", "build",
+           "describe", "equality", "fp64_rounding", "latency", "memory", "roofline", "size"]
+
+log = logging.getLogger("bench.steps")
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,20 @@ class Equality:
                 "gate_cosine": self.gate.cosine, "reference_fp32_rounding": self.rounding}
 
 
+def fp64_rounding(fresh: torch.nn.Module, inputs: dict, ref: torch.Tensor) -> float | None:
+    """Max abs diff of ``ref`` (fp32 outputs of the masked variant) to ``fresh`` (an independent copy of that
+    variant) run in float64 on the same inputs; None, with a warning, where the model cannot run in float64
+    (the runtime's own tolerance then applies)."""
+    try:
+        wide = fresh.double()
+        with torch.inference_mode():
+            out = wide(**inputs).last_hidden_state
+        return float((ref.double() - out).abs().max())
+    except (RuntimeError, TypeError, NotImplementedError) as exc:  # an op without a float64 kernel
+        log.warning("reference in float64 failed (%s): fp32 rounding not measured", exc)
+        return None
+
+
 def equality(session: Session, case: Case, built: Built) -> Equality:
     """Judge the runner's outputs against the fp32 torch-masked reference on the case's fixed batch
     (``runtimes.base.equality_gate``), before anything is timed, by the rule of the dtype the runner computes in."""
@@ -197,22 +216,22 @@ def roofline(case: Case, rec: Any, peaks: dict[str, float] | None) -> Roofline:
 
 @dataclass(frozen=True)
 class Sizes:
-    """The artifact's size next to the baseline's artifact and to the dense fp32 model as safetensors."""
+    """The artifact's size next to the baseline artifact's raw bytes and to the dense fp32 model as safetensors."""
 
     size: Size
-    baseline: Size
+    baseline_bytes: int
     dense_safetensors_bytes: int
 
     def record_fields(self) -> dict[str, Any]:
         s, d = self.size, self.dense_safetensors_bytes
         return {"size_bytes": s.raw_bytes, "size_compressed_bytes": s.compressed_bytes,
-                "size_ratio": s.raw_bytes / self.baseline.raw_bytes,
-                "size_compressed_ratio": s.compressed_bytes / self.baseline.raw_bytes,
+                "size_ratio": s.raw_bytes / self.baseline_bytes,
+                "size_compressed_ratio": s.compressed_bytes / self.baseline_bytes,
                 "dense_safetensors_bytes": d, "size_safetensors_ratio": s.raw_bytes / d}
 
 
 def size(session: Session, case: Case, built: Built) -> Sizes:
-    return Sizes(session.size_meter.measure(built.runner.artifact), session.baseline_size(case),
+    return Sizes(session.size_meter.measure(built.runner.artifact), session.baseline_bytes(case),
                  session.safetensors_bytes(case.model))
 
 
@@ -237,6 +256,16 @@ def memory(session: Session, case: Case, built: Built) -> Memories:
     base, aa = session.memory_meter.baseline(case.baseline.case_id, built.baseline, session.memdir(case.baseline),
                                              case.baseline.threads)
     return Memories(mem, base, aa)
+
+
+@dataclass(frozen=True)
+class MemorySkipped:
+    """Why a case of a plan that measures memory has no memory figures (the plan's ``memory_cases``)."""
+
+    reason: str
+
+    def record_fields(self) -> dict[str, Any]:
+        return {"memory_skipped": self.reason}
 
 
 @dataclass(frozen=True)

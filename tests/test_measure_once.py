@@ -91,6 +91,22 @@ def test_memory_is_measured_once_per_distinct_artifact_and_the_baselines_aa_pair
     assert meter.baseline("dense", _Runner(b"dense"), tmp_path / "b", 2) == (base, aa) and fake.calls == 5
 
 
+def test_the_baselines_aa_pair_reads_one_artifact_written_once(tmp_path):
+    """Both children of the A/A pair load the same file: serializing the baseline again (seconds for a masked
+    MiniLM) would write the same bytes."""
+    class Writes(_Runner):
+        written = 0
+
+        def serving_files(self, directory):
+            Writes.written += 1
+            return super().serving_files(directory)
+
+    paths: list = []
+    meter = MemoryMeter(measure=lambda spec, **_: (paths.append(spec["path"]), Memory(100.0, 50.0, True))[1])
+    assert meter.baseline("dense", Writes(b"dense"), tmp_path, 2)[1] == 1.0
+    assert Writes.written == 1 and len(paths) == 2 and paths[0] == paths[1]
+
+
 def test_memory_of_artifacts_that_are_not_one_file_is_always_measured(tmp_path):
     class Onnx(_Runner):
         def serving_files(self, directory):

@@ -106,3 +106,43 @@ def test_cli_threads_0_exits_2_with_one_line_naming_the_fix(tmp_path):
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     assert "threads must be a positive integer, got 0" in lines[0] and "--threads 1 or more" in lines[0]
     assert not (tmp_path / "run" / "records.jsonl").exists()
+
+
+# -- the smoke budget (issue 21) ----------------------------------------------------------------------------------------
+
+def test_only_the_quick_plan_has_a_smoke_budget_and_it_keeps_every_phase():
+    """quality_items / memory_cases cap what --quick measures; no other built-in plan sets them, so no other plan's
+    figures change; the quick plan still measures memory and quality."""
+    from importlib import resources
+
+    names = [p.name.removesuffix(".toml") for p in resources.files("bench").joinpath("plans").iterdir()
+             if p.name.endswith(".toml")]
+    assert "quick" in names and len(names) > 1
+    for name in names:
+        plan = builtin_plan(name)
+        budget = (plan.quality_items, plan.memory_cases)
+        assert budget == ((50, 1) if name == "quick" else (None, None)), name
+    quick = builtin_plan("quick")
+    assert quick.memory and quick.quality
+    assert quick.memory_skipped(quick.cases[0]) is None
+    assert all("memory_cases = 1" in quick.memory_skipped(c) for c in quick.cases[1:])
+
+
+def test_the_budget_keys_round_trip_and_without_them_every_case_measures_memory(tmp_path):
+    d = {"recipes": [{"method": "global-l1", "sparsity": [0.25, 0.5]}], "runtimes": ["torch-dense"]}
+    plan = plan_from_dict({**d, "quality_items": 30, "memory_cases": 1})
+    plan.save(tmp_path / "plan.json")
+    again = Plan.load_json(tmp_path / "plan.json")
+    assert (again.quality_items, again.memory_cases) == (30, 1)
+    assert [again.memory_skipped(c) is None for c in again.cases] == [True, False]
+    whole = plan_from_dict(d)
+    assert all(whole.memory_skipped(c) is None for c in whole.cases)
+    off = plan_from_dict({**d, "memory": False, "memory_cases": 1})  # no memory at all: nothing to explain per case
+    assert all(off.memory_skipped(c) is None for c in off.cases)
+
+
+@pytest.mark.parametrize("key, value", [("quality_items", 0), ("quality_items", "50"), ("memory_cases", -1),
+                                        ("memory_cases", True)])
+def test_a_budget_key_that_is_not_a_positive_integer_is_refused_with_the_fix(key, value):
+    with pytest.raises(PlanError, match=rf"{key} must be a positive integer, got .*; leave it out to"):
+        plan_from_dict({"recipes": [{"method": "dense"}], key: value})

@@ -348,3 +348,33 @@ def test_quality_plot_shows_the_task_metric_with_ci_bars():
     assert sorted(round(float(seg[1][1] - seg[0][1]), 6) for seg in bars) == [0.1, 0.1]  # each point's CI bar
     without_task = pd.DataFrame(rows).drop(columns=[c for c in rows[0] if c.startswith("quality_r1")])
     assert fidelity_plot(without_task).axes[0].get_ylabel() == "fidelity: mean cosine to dense"
+
+
+# -- a smoke run's capped split (plan key quality_items, issue 21) ------------------------------------------------
+def test_a_capped_split_scores_a_stratified_subset_of_the_full_one_and_says_capped():
+    from bench.compare import eval_items
+
+    full, capped = corpus_task(0), corpus_task(0, cap=40)
+    assert len(capped.texts["eval"]) == len(capped.texts["train"]) == len(capped.eval_labels) == 40
+    assert capped.split.endswith(" capped=40") and "capped" not in full.split
+    assert "report=40 scored=report" in capped.split and eval_items(capped.split) == 40
+    assert set(capped.texts["body"]) < set(full.texts["body"])  # the held-out articles are the full split's
+    assert len(set(capped.eval_labels)) == 5  # every topic still scored
+    assert corpus_task(0, cap=1000).texts == full.texts and "capped=1000" in corpus_task(0, cap=1000).split
+
+
+def test_the_plans_quality_items_caps_the_corpus_and_a_users_eval_file_is_scored_whole(tmp_path):
+    from bench.engine import Session
+    from bench.plan import Case, Plan
+
+    case = Case("tiny-bert", PruneRecipe("global-l1", 0.5), "torch-dense", batch=2, seq_len=16, threads=1)
+    tsv = tmp_path / "eval.tsv"
+    tsv.write_text("".join(f"text number {i} about {'sport' if i % 2 else 'markets'}\t{i % 2}\n" for i in range(40)))
+    for plan, expect in ((Plan((case,), quality_items=30), "capped=30"), (Plan((case,)), None),
+                         (Plan((case,), quality_items=30, eval=str(tsv)), None)):
+        s = Session(plan, tmp_path / "run", "t", cache_dir=tmp_path / "cache")
+        try:
+            split = s.quality_task().split
+        finally:
+            s.close()
+        assert (expect in split) if expect else "capped" not in split

@@ -168,3 +168,15 @@ def test_dense_in_another_runtime_is_its_own_group_and_dense_against_itself_is_l
     answer = render(recs)[render(recs).index("**Answer**"):]
     assert "- (c) other compressions: it does not hold on onnxruntime." in answer
     assert "on torch-dense, onnxruntime" not in answer
+
+
+def test_the_report_says_what_a_smoke_budget_left_out_and_a_full_run_says_nothing():
+    split = "bbc-news dedup=content seed=0 probe_train=50 selection=50 report=50 scored=report digest=abc"
+    budget = [_rec("torch-masked", 0.5, 1.25, mem_ratio=1.4, quality_split=f"{split} capped=50"),
+              _rec("torch-dense", 0.5, 1.0, quality_split=f"{split} capped=50",
+                   memory_skipped="not measured: the plan measures memory on its first 1 of 2 cases (memory_cases = 1)")]
+    md = render(budget)
+    assert "Quality capped: scored on at most 50 articles per split" in md
+    assert "Memory measured on 1 of 2 cases (the plan's memory_cases" in md
+    full = render([_rec("torch-masked", 0.5, 1.25, mem_ratio=1.4, quality_split=split)])
+    assert "Quality capped" not in full and "Memory measured on" not in full

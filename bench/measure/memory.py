@@ -22,7 +22,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Memory", "MemoryMeter", "measure_memory"]
+__all__ = ["Memory", "MemoryMeter", "measure_memory", "prestart", "settle"]
 
 log = logging.getLogger("bench.measure.memory")
 # transformers imports its model code lazily; modeling_utils (every model class's base, seconds to import) is
@@ -160,6 +160,29 @@ def _context():
     return _ctx
 
 
+def _noop() -> None:
+    """A child that does nothing: forking it waits for the fork server to be ready."""
+
+
+def prestart() -> None:
+    """Start the fork server without waiting for it: its imports (torch, transformers: seconds of one core) then
+    overlap the case's build instead of delaying its first memory child. A no-op where children are spawned."""
+    if _context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def settle(timeout_s: float = 300.0) -> None:
+    """Return once the fork server has finished its imports (it forks a child only then): called before a case is
+    timed, so nothing the server does runs beside the timing."""
+    ctx = _context()
+    if ctx.get_start_method() == "forkserver":
+        proc = ctx.Process(target=_noop, daemon=True)
+        proc.start()
+        proc.join(timeout_s)
+
+
 def measure_memory(runner, workdir: Path, threads: int, timeout_s: float = 300.0) -> Memory:
     """Peak memory of serving ``runner``'s artifact (written to ``workdir``) in a fresh process; raises on
     failure, TimeoutError after ``timeout_s`` (``--case-timeout``)."""
@@ -214,13 +237,23 @@ class MemoryMeter:
         self._by_artifact: dict[str, Memory] = {}
         self.measured = 0  # fresh processes started
 
+    def prestart(self) -> None:
+        """Start the fork server the children come from now, in the background (:func:`prestart`)."""
+        prestart()
+
+    def settle(self) -> None:
+        """Wait until the fork server is idle (:func:`settle`), within the run's time limit."""
+        settle(**self._limit)
+
     def _fresh(self, spec: dict) -> Memory:
         self.measured += 1
         return self._measure(spec, **self._limit)
 
     def measure(self, runner, workdir: Path, threads: int) -> Memory:
         """Peak memory of serving ``runner``'s artifact (see :func:`measure_memory`), once per distinct artifact."""
-        spec = {**runner.serving_files(Path(workdir)), "threads": threads}
+        return self._once({**runner.serving_files(Path(workdir)), "threads": threads})
+
+    def _once(self, spec: dict) -> Memory:
         key = spec_digest(spec)
         if key is None:
             return self._fresh(spec)
@@ -231,8 +264,8 @@ class MemoryMeter:
     def baseline(self, key: str, runner, workdir: Path, threads: int) -> tuple[Memory, float | None]:
         """The baseline ``key``'s memory (its first measurement) and the A/A ratio second / first."""
         if key not in self._baselines:
-            a = self.measure(runner, workdir, threads)
-            b = self._fresh({**runner.serving_files(Path(workdir)), "threads": threads})
+            spec = {**runner.serving_files(Path(workdir)), "threads": threads}  # written once: both children read it
+            a, b = self._once(spec), self._fresh(spec)
             self._baselines[key] = (a, b.model_mb / a.model_mb if a.model_mb > 0 else None)
         return self._baselines[key]
 

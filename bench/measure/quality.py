@@ -18,12 +18,10 @@ A collapsed model scores chance on every task metric: ties are never hits (:mod:
 Every figure is a statistic of per-item scores; its CI is the percentile bootstrap over evaluation items
 (seeded), and the paired drop (dense - variant, positive = quality lost) is computed on the same items with
 the same bootstrap indices, so a variant identical to dense has a drop of exactly 0. Fidelity is already
-relative to dense (dense scores 1.0), so it has no separate drop (the scorers and the bootstrap:
-:mod:`bench.measure.stats`).
+relative to dense (dense scores 1.0), so it has no separate drop (scorers, bootstrap: :mod:`bench.measure.stats`).
 
 :class:`QualityMeter` embeds each (model, recipe, dtype) once per run, dense included, in one place
-(``QualityMeter._embeddings``: where a disk cache would go), and scores from its cache.
-"""
+(``QualityMeter._embeddings``, through the run's embedding cache), and scores from its cache."""
 
 from __future__ import annotations
 
@@ -136,9 +134,10 @@ class EvalTask:
 
 
 def corpus_task(seed: int = SEED, probe_train: int = PROBE_ITEMS, eval: int = EVAL_ITEMS,  # noqa: A002
-                split: str = "report") -> EvalTask:
+                split: str = "report", cap: int | None = None) -> EvalTask:
     """The BBC News task scored on one held-out split (``eval`` articles each): probe-train article texts, the
-    held-out texts, their titles and bodies.
+    held-out texts, their titles and bodies. ``cap`` (a plan's ``quality_items``) keeps at most N articles per split
+    (held-out: a stratified subset of the uncapped split's) and ends the account in ``capped=N``.
 
     ``split`` is ``report`` (every reported figure: nothing is chosen on it) or ``selection`` (what a frontier
     floor, a study or a default is chosen on). The recorded account names the deduplication, every split's size,
@@ -147,13 +146,14 @@ def corpus_task(seed: int = SEED, probe_train: int = PROBE_ITEMS, eval: int = EV
 
     if split not in HELD_OUT:
         raise ValueError(f"corpus split {split!r} is not one of {', '.join(HELD_OUT)}")
+    probe_train, eval = (probe_train, eval) if cap is None else (min(probe_train, cap), min(eval, cap))  # noqa: A001
     s = splits(seed, probe_train=probe_train, selection=eval, report=eval)
     held = getattr(s, split)
     topics = sorted({a.topic for a in s.probe_train})
     d = s.describe()
     account = (f"bbc-news dedup={d['dedup']} unique={d['unique']}/{d['total']} seed={d['seed']} "
                f"calibration={d['calibration']} probe_train={d['probe_train']} selection={d['selection']} "
-               f"report={d['report']} scored={split} digest={d['digest']}")
+               f"report={d['report']} scored={split} digest={d['digest']}" + (f" capped={cap}" if cap else ""))
     return EvalTask("corpus", account, {"train": tuple(a.text for a in s.probe_train), "eval": tuple(a.text for a in held),
                                         "title": tuple(a.title for a in held), "body": tuple(a.body for a in held)},
                     train_labels=tuple(topics.index(a.topic) for a in s.probe_train),

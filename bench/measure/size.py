@@ -17,7 +17,7 @@ import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["Size", "SizeMeter", "artifact_digest", "measure_size", "save_safetensors"]
+__all__ = ["Size", "SizeMeter", "artifact_digest", "measure_size", "raw_bytes", "save_safetensors"]
 
 log = logging.getLogger("bench.measure.size")
 
@@ -43,11 +43,17 @@ def _compressed(path: Path) -> int:
     return total
 
 
-def measure_size(artifact: Path) -> Size:
-    """Raw bytes of the artifact (a file, or every file under a directory) and their gzip-compressed bytes."""
+def raw_bytes(artifact: Path) -> int:
+    """Raw bytes of the artifact (a file, or every file under a directory): no compression, so it costs a stat
+    per file (what a baseline's size is needed for: every ratio divides by its raw bytes)."""
     artifact = Path(artifact)
     files = [p for p in artifact.rglob("*") if p.is_file()] if artifact.is_dir() else [artifact]
-    return Size(sum(f.stat().st_size for f in files), _compressed(artifact))
+    return sum(f.stat().st_size for f in files)
+
+
+def measure_size(artifact: Path) -> Size:
+    """Raw bytes of the artifact (a file, or every file under a directory) and their gzip-compressed bytes."""
+    return Size(raw_bytes(artifact), _compressed(Path(artifact)))
 
 
 def artifact_digest(artifact: Path) -> str:

@@ -1,5 +1,6 @@
 """A run's report: ``markdown`` (render + write_report), its sections (``claim``, ``structured``, ``analysis``:
-break-even, ``alternatives``, ``quality`` cells), every figure (``plots``) and the cells they share (``cells``).
+break-even, ``alternatives``, ``quality`` cells,
+``budget``: what a smoke budget left out), every figure (``plots``) and the cells they share (``cells``).
 
 ``render`` is pure (records in, markdown out); ``write_report`` reads a run directory and writes its plots
 and report.md.

@@ -21,6 +21,7 @@ from .alternatives import PLOT as ALTERNATIVES_PLOT
 from .alternatives import rows as alternatives_rows
 from .alternatives import section as alternatives_section
 from .analysis import break_even, break_even_section
+from .budget import budget_lines
 from .cells import ci_cell, fmt, latency_verdict, ratio_word
 from .claim import CLAIM, claim_lines
 from .scenario import scenario_cells, shape_title
@@ -199,6 +200,7 @@ def render(records: list[dict], run_dir: Path | None = None, command: str | None
               + (f"; {unstable} with an unstable latency figure (⚠)" if unstable else "") + ".", ""]
     summary = protocol_summary(records)
     lines += [summary, ""] if summary else []
+    lines += [line for note in budget_lines(records) for line in (note, "")]
     lines += reproduce_section(records, against[1], against[0]) if against else []
     spent = time_spent(records)
     lines += [spent, ""] if spent else []
