@@ -151,7 +151,14 @@ def select(search: Search, cands: list[Candidate], floors: tuple[Floor, ...], sc
                                        "scored": "not scored: its fp32 weight set fails the floor"}
             search.save()
             continue
-        ok, got = meets(floors, score(c))
+        try:
+            ok, got = meets(floors, score(c))
+        except Exception as exc:  # noqa: BLE001 - a candidate that cannot be scored is recorded as failed; the search goes on
+            log.warning("advise: %s could not be scored: %s", c.key, exc)
+            search.selection[c.key] = {"passes": False, "figures": {}, "scored": "failed",
+                                       "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
+            search.save()
+            continue
         if not ok and not c.served:
             failed[c.recipe.label] = got
         search.selection[c.key] = {"passes": ok, "figures": got, "scored": "served" if c.served else "fp32 variant"}

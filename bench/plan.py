@@ -47,9 +47,11 @@ class Plan:
     eval: str | None = None  # noqa: A003 - a user's evaluation TSV (bench/data/evalfile.py); None: BBC News
     # a smoke run's budget (the quick plan): None measures everything. quality_items caps the BBC News split at that
     # many probe-train and held-out articles (named in quality_split as capped=N; a user's eval file is scored
-    # whole); memory_cases measures memory on the plan's first N cases only (the others say so in memory_skipped)
+    # whole); memory_cases measures memory on the plan's first N cases only (the others say so in memory_skipped);
+    # compress_cases gzips the artifacts of the first N cases only (the others: raw bytes, compress_skipped says why)
     quality_items: int | None = None
     memory_cases: int | None = None
+    compress_cases: int | None = None
     source: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -66,7 +68,8 @@ class Plan:
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
             raise PlanError(f"warmup must be a non-negative integer, got {self.warmup!r}")
         positive_int("min_rounds", self.min_rounds)
-        for name, whole in (("quality_items", "score the full split"), ("memory_cases", "measure every case")):
+        for name, whole in (("quality_items", "score the full split"), ("memory_cases", "measure every case"),
+                            ("compress_cases", "compress every case's artifact")):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise PlanError(f"{name} must be a positive integer, got {v!r}; leave it out to {whole}")
@@ -112,6 +115,14 @@ class Plan:
         return (f"not measured: the plan measures memory on its first {self.memory_cases} of {len(self.cases)} cases "
                 f"(memory_cases = {self.memory_cases}); remove memory_cases to measure every case")
 
+    def compress_skipped(self, case: Case) -> str | None:
+        """Why the plan records no gzip-compressed size for ``case`` (``compress_cases``: only the plan's first N
+        cases, in plan order), or None."""
+        if self.compress_cases is None or any(case.case_id == c.case_id for c in self.cases[:self.compress_cases]):
+            return None
+        return (f"not compressed: the plan gzips the artifacts of its first {self.compress_cases} of {len(self.cases)} "
+                f"cases (compress_cases = {self.compress_cases}); remove compress_cases to compress every case")
+
     def cases_in_shard(self, shard: tuple[int, int] | None) -> tuple[Case, ...]:
         """The cases shard ``(i, n)`` runs (all cases when ``shard`` is None)."""
         return self.cases if shard is None else tuple(c for c in self.cases if in_shard(c.case_id, *shard))
@@ -152,7 +163,7 @@ def _device(value: str) -> str:
 _CASE_KEYS = {"runtimes", "devices", "dtype", "baseline"}
 _PLAN_KEYS = {"name", "models", "runtimes", "devices", "batch", "seq_len", "scenario", "threads", "dtype", "recipes",
               "ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality", "cache", "baseline", "eval",
-              "quality_items", "memory_cases"}
+              "quality_items", "memory_cases", "compress_cases"}
 
 
 def plan_from_dict(d: dict, **overrides: Any) -> Plan:
@@ -217,7 +228,7 @@ def plan_from_dict(d: dict, **overrides: Any) -> Plan:
             if all(case.case_id != c.case_id for c in cases):  # an alias and its runtime, or a recipe listed twice
                 cases.append(case)
     knobs = {k: d[k] for k in ("ci_target", "time_cap_s", "warmup", "min_rounds", "memory", "quality", "cache",
-                               "quality_items", "memory_cases") if k in d}
+                               "quality_items", "memory_cases", "compress_cases") if k in d}
     if d.get("eval") is not None:  # absolute, so the run's plan.json names the file wherever it is read
         _check_eval(d["eval"])
         knobs["eval"] = str(Path(d["eval"]).expanduser().resolve())

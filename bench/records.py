@@ -114,7 +114,8 @@ class Record:
     peak_mem_model_mb: float | None = None
     mem_ratio: float | None = None
     mem_aa_ratio: float | None = None  # the dense baseline measured twice in fresh processes: second / first (A/A)
-    memory_skipped: str | None = None  # why a plan that measures memory did not for this case (its memory_cases)
+    memory_skipped: str | None = None
+    compress_skipped: str | None = None  # why a case has no gzip figure (its plan's compress_cases)  # why a plan that measures memory did not for this case (its memory_cases)
     size_bytes: int | None = None
     size_ratio: float | None = None
     size_compressed_bytes: int | None = None

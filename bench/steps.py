@@ -26,7 +26,7 @@ from .measure.roofline import applicable_peak, roofline_fields
 from .measure.scenarios import ScenarioTimer
 from .measure.scenarios import figures as scenario_figures
 from .measure.memory import Memory
-from .measure.size import Size
+from .measure.size import Size, raw_bytes
 from .case import Case
 from .runtimes import Runner, get_runtime
 from .runtimes.base import Gate, equality_gate
@@ -221,18 +221,22 @@ class Sizes:
     size: Size
     baseline_bytes: int
     dense_safetensors_bytes: int
+    compress_skipped: str | None = None  # why no gzip figure (the plan's compress_cases), or None
 
     def record_fields(self) -> dict[str, Any]:
         s, d = self.size, self.dense_safetensors_bytes
-        return {"size_bytes": s.raw_bytes, "size_compressed_bytes": s.compressed_bytes,
+        gz = s.compressed_bytes
+        return {"size_bytes": s.raw_bytes, "size_compressed_bytes": gz,
                 "size_ratio": s.raw_bytes / self.baseline_bytes,
-                "size_compressed_ratio": s.compressed_bytes / self.baseline_bytes,
-                "dense_safetensors_bytes": d, "size_safetensors_ratio": s.raw_bytes / d}
+                "size_compressed_ratio": gz / self.baseline_bytes if gz is not None else None,
+                "dense_safetensors_bytes": d, "size_safetensors_ratio": s.raw_bytes / d,
+                "compress_skipped": self.compress_skipped}
 
 
 def size(session: Session, case: Case, built: Built) -> Sizes:
-    return Sizes(session.size_meter.measure(built.runner.artifact), session.baseline_bytes(case),
-                 session.safetensors_bytes(case.model))
+    skipped = session.plan.compress_skipped(case)  # a smoke run's budget: gzip on its first cases only
+    measured = Size(raw_bytes(built.runner.artifact), None) if skipped else session.size_meter.measure(built.runner.artifact)
+    return Sizes(measured, session.baseline_bytes(case), session.safetensors_bytes(case.model), skipped)
 
 
 @dataclass(frozen=True)

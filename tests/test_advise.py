@@ -229,3 +229,42 @@ def test_openvino_as_shipped_is_searched_and_scored_on_what_it_serves():
         c = cands[("layers[lstsq]@0.50", rt, "float32")]
         assert c.served, rt
     assert not cands[("layers[lstsq]@0.50", "openvino", "float32")].served  # forced f32: the fp32 numbers
+
+
+def test_a_candidate_that_cannot_be_scored_is_recorded_as_failed_and_the_search_goes_on(tmp_path):
+    """A peer row whose child fails to load crashed the whole advise with a traceback (results/advise-xeon, first
+    try): now that candidate is recorded as failed with its error and every other one is still scored."""
+    cands = grid(["layers"], ["torch-dense"])
+    clock, calls = [0.0], []
+    score = planted_score(calls)
+    broken = cands[1].key
+
+    def flaky(c):
+        if c.key == broken:
+            raise RuntimeError("the peer child failed 'load': planted")
+        return score(c)
+
+    search = _search(tmp_path, 1e9, clock)
+    survivors = select(search, cands, FLOOR, flaky)
+    got = search.selection[broken]
+    assert got["passes"] is False and got["scored"] == "failed" and "planted" in got["error"]
+    assert all(c.key in search.selection for c in cands) and broken not in {c.key for c in survivors}
+
+
+def test_the_peer_child_gets_an_absolute_workdir(tmp_path, monkeypatch):
+    """The child runs with its workdir as cwd: a relative workdir (advise's results/advise-x/work/...) made the
+    model path relative to itself, which sentence-transformers then read as a hub repo id."""
+    import bench.runtimes.st_peer as st_peer
+
+    seen = {}
+
+    class FakePopen:
+        def __init__(self, cmd, **kw):
+            seen["cwd"] = kw["cwd"]
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rel").mkdir()
+    monkeypatch.setattr(st_peer.subprocess, "Popen", FakePopen)
+    child = st_peer.PeerChild(Path(sys.executable), Path("peer_child.py"), Path("rel"))
+    child._log.close()
+    assert child.workdir == tmp_path / "rel" and Path(seen["cwd"]).is_absolute()

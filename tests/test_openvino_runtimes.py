@@ -227,3 +227,18 @@ def test_a_missing_package_skips_the_case_with_the_install_hint(monkeypatch, mis
         pytest.skip("openvino is not installed: its own reason comes first")
     reason = unavailable(Case("tiny-bert", PruneRecipe("dense"), runtime))
     assert says in reason and HINT in reason and "\n" not in reason
+
+
+def test_the_roofline_judges_openvino_as_shipped_against_the_peak_it_computes_in(monkeypatch):
+    """openvino-int8's matmuls are int8, openvino-auto's bf16 where the CPU has it: judged against the fp32 peak they
+    read 320% of it in results/alternatives-xeon-v3."""
+    import bench.env
+    from bench.measure.roofline import applicable_peak
+    from bench.runtimes import get_runtime
+
+    peaks = {"float32": 400.0, "bfloat16": 1600.0, "int8": 3700.0}
+    assert applicable_peak(peaks, "float32", get_runtime("openvino-int8").compute_dtype) == ("int8", 3700.0)
+    monkeypatch.setattr(bench.env, "cpu_flags", lambda: ("avx2", "avx512f", "amx_bf16", "amx_tile"))
+    assert applicable_peak(peaks, "float32", get_runtime("openvino-auto").compute_dtype) == ("bfloat16", 1600.0)
+    monkeypatch.setattr(bench.env, "cpu_flags", lambda: ("avx2", "fma"))
+    assert applicable_peak(peaks, "float32", get_runtime("openvino-auto").compute_dtype) == ("float32", 400.0)

@@ -120,12 +120,14 @@ def test_only_the_quick_plan_has_a_smoke_budget_and_it_keeps_every_phase():
     assert "quick" in names and len(names) > 1
     for name in names:
         plan = builtin_plan(name)
-        budget = (plan.quality_items, plan.memory_cases)
-        assert budget == ((50, 1) if name == "quick" else (None, None)), name
+        budget = (plan.quality_items, plan.memory_cases, plan.compress_cases)
+        assert budget == ((50, 1, 1) if name == "quick" else (None, None, None)), name
     quick = builtin_plan("quick")
     assert quick.memory and quick.quality
     assert quick.memory_skipped(quick.cases[0]) is None
     assert all("memory_cases = 1" in quick.memory_skipped(c) for c in quick.cases[1:])
+    assert quick.compress_skipped(quick.cases[0]) is None
+    assert all("compress_cases = 1" in quick.compress_skipped(c) for c in quick.cases[1:])
 
 
 def test_the_budget_keys_round_trip_and_without_them_every_case_measures_memory(tmp_path):
@@ -142,7 +144,7 @@ def test_the_budget_keys_round_trip_and_without_them_every_case_measures_memory(
 
 
 @pytest.mark.parametrize("key, value", [("quality_items", 0), ("quality_items", "50"), ("memory_cases", -1),
-                                        ("memory_cases", True)])
+                                        ("memory_cases", True), ("compress_cases", 0), ("compress_cases", 1.5)])
 def test_a_budget_key_that_is_not_a_positive_integer_is_refused_with_the_fix(key, value):
     with pytest.raises(PlanError, match=rf"{key} must be a positive integer, got .*; leave it out to"):
         plan_from_dict({"recipes": [{"method": "dense"}], key: value})

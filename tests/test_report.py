@@ -174,8 +174,10 @@ def test_the_report_says_what_a_smoke_budget_left_out_and_a_full_run_says_nothin
     split = "bbc-news dedup=content seed=0 probe_train=50 selection=50 report=50 scored=report digest=abc"
     budget = [_rec("torch-masked", 0.5, 1.25, mem_ratio=1.4, quality_split=f"{split} capped=50"),
               _rec("torch-dense", 0.5, 1.0, quality_split=f"{split} capped=50",
-                   memory_skipped="not measured: the plan measures memory on its first 1 of 2 cases (memory_cases = 1)")]
+                   memory_skipped="not measured: the plan measures memory on its first 1 of 2 cases (memory_cases = 1)",
+                   compress_skipped="not compressed: the plan gzips the artifacts of its first 1 of 2 cases")]
     md = render(budget)
+    assert "Compressed size measured on 1 of 2 cases (the plan's compress_cases" in md
     assert "Quality capped: scored on at most 50 articles per split" in md
     assert "Memory measured on 1 of 2 cases (the plan's memory_cases" in md
     full = render([_rec("torch-masked", 0.5, 1.25, mem_ratio=1.4, quality_split=split)])

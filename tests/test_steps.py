@@ -126,6 +126,29 @@ def test_memory_cases_measures_the_first_cases_and_the_others_say_why_not(tmp_pa
     assert b.size_bytes is not None and b.latency_ratio is not None  # every other phase still ran
 
 
+def test_compress_cases_gzips_the_first_cases_and_the_others_keep_raw_sizes_and_say_why(tmp_path, monkeypatch):
+    import bench.measure.size as size_mod
+
+    first, second = _case(), Case("tiny-bert", PruneRecipe("global-l1", 0.25), "torch-dense", batch=2, seq_len=16,
+                                  threads=1)
+    gzipped: list = []
+    real = size_mod._compressed
+    monkeypatch.setattr(size_mod, "_compressed", lambda path: gzipped.append(path) or real(path))
+    s = Session(Plan((first, second), compress_cases=1, memory=False, quality=False, cache=False, time_cap_s=0.5,
+                     min_rounds=5), tmp_path / "r", "t")
+    try:
+        a, b = Record(), Record()
+        s.run(first, a)
+        s.run(second, b)
+    finally:
+        s.close()
+    assert len(gzipped) == 1  # the first case's artifact only; the baseline is never gzipped
+    assert a.size_compressed_bytes and a.size_compressed_ratio and a.compress_skipped is None
+    assert b.size_compressed_bytes is None and b.size_compressed_ratio is None
+    assert "compress_cases = 1" in b.compress_skipped and "first 1 of 2 cases" in b.compress_skipped
+    assert b.size_bytes and b.size_ratio and b.latency_ratio is not None  # raw size and every other phase still ran
+
+
 def test_the_memory_fork_server_starts_before_the_build_and_is_idle_before_anything_is_timed(tmp_path, monkeypatch):
     """Its imports (seconds) overlap the build of a case that measures memory, and never the timing; a case the
     plan measures no memory for starts nothing."""

@@ -28,7 +28,7 @@ LEVEL = 6
 @dataclass(frozen=True)
 class Size:
     raw_bytes: int
-    compressed_bytes: int
+    compressed_bytes: int | None  # None: not compressed (a smoke budget's compress_cases)
 
 
 def _compressed(path: Path) -> int:

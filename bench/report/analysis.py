@@ -164,8 +164,12 @@ def size_table(records: pd.DataFrame | list[dict]) -> pd.DataFrame:
     ok = ok.drop_duplicates(["model", "method", "sparsity_target", "runtime"])
     if ok.empty:
         return pd.DataFrame()
-    cell = ok.apply(lambda r: f"{r['size_bytes'] / r['dense_safetensors_bytes']:.2f} "
-                              f"({r['size_compressed_bytes'] / r['dense_safetensors_bytes']:.2f})", axis=1)
+    def _cell(r) -> str:  # a smoke budget (compress_cases) leaves some cases without a gzip figure
+        gz = r["size_compressed_bytes"]
+        gz = f"{gz / r['dense_safetensors_bytes']:.2f}" if pd.notna(gz) else "–"
+        return f"{r['size_bytes'] / r['dense_safetensors_bytes']:.2f} ({gz})"
+
+    cell = ok.apply(_cell, axis=1)
     table = ok.assign(cell=cell).pivot_table(index=["model", "method", "sparsity_target"], columns="runtime", values="cell",
                                              aggfunc="first", sort=False)
     table = table[[rt for rt in dict.fromkeys(ok["runtime"]) if rt in table.columns]].fillna("–")

@@ -22,4 +22,8 @@ def budget_lines(records: list[dict]) -> list[str]:
     if skipped:
         lines.append(f"Memory measured on {len(records) - len(skipped)} of {len(records)} cases (the plan's memory_cases, "
                      "a smoke budget); the others have no memory figures.")
+    uncompressed = [r for r in records if r.get("compress_skipped")]
+    if uncompressed:
+        lines.append(f"Compressed size measured on {len(records) - len(uncompressed)} of {len(records)} cases (the plan's "
+                     "compress_cases, a smoke budget); the others have raw sizes only.")
     return lines

@@ -36,6 +36,13 @@ class OpenVinoAuto(OpenVinoRuntime):
     fp32_tolerance = 1e-4  # where the plugin chose f32: the openvino row's tolerance
     precision_hint = None
     chooses_precision = True  # bf16 on AMX: what it serves is scored, never the fp32 weights' embeddings
+
+    @property
+    def compute_dtype(self) -> str | None:  # type: ignore[override]
+        """bf16 where the CPU runs it natively (the plugin's default there), else f32: the roofline's peak."""
+        from bench.dtypes import missing_flags
+
+        return "bfloat16" if missing_flags("bfloat16") is None else None
     info_prefix = "openvino CPU, the plugin's default precision"
 
 

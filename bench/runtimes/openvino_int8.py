@@ -68,6 +68,7 @@ class OpenVinoInt8(OpenVinoRuntime):
     help = (f"OpenVINO IR quantized by NNCF (static int8, calibrated on the corpus's calibration split), CPU plugin at "
             f"its default precision, quality-floor gate (optional: {INSTALL_HINT}), vs dense torch")
     quality_floor = QUALITY_FLOOR
+    compute_dtype = "int8"  # its matmuls: the roofline's int8 peak
     uses_export = "quantizes"
     precision_hint = None
     info_prefix = "openvino CPU int8 (NNCF PTQ, ModelType.TRANSFORMER, calibration split)"

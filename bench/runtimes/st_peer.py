@@ -62,7 +62,7 @@ class PeerChild:
     """The child process in the peer venv and its JSON-line protocol (``bench/launch/peer_child.py``)."""
 
     def __init__(self, python: Path, child: Path, workdir: Path):
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # the child runs in it: a relative path would name a hub repo there
         self.log_path = self.workdir / "peer-child.log"
         env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
         env["PYTHONPATH"] = str(Path(bench.__file__).resolve().parents[1])  # bench.measure.paired, nothing else
@@ -218,6 +218,7 @@ class StPeerRuntime(Runtime):
         if not (model_dir / "modules.json").is_file():
             raise PeerChildError(f"{self.name} needs the model as a local sentence-transformers directory "
                                  f"(with modules.json); {variant.loaded.name} comes from {variant.loaded.source}")
+        workdir = Path(workdir).resolve()  # the child's cwd is the workdir: relative paths would not resolve there
         child = PeerChild(python, CHILD, workdir)
         try:
             quantize = quantize_config() if self.quantize == QUANTIZE else self.quantize
