@@ -135,3 +135,18 @@ def test_the_peers_int8_config_follows_the_cpu_as_its_docs_advise():
     assert quantize_config(("avx2", "avx512f", "avx512_vnni", "amx_int8")) == "avx512_vnni"
     assert quantize_config(("avx2", "avx512f")) == "avx512"
     assert quantize_config(("avx", "avx2", "fma")) == "avx2"
+
+
+def test_a_workdir_named_after_a_candidate_reaches_the_peer_as_a_plain_path(fake_peer, tmp_path):
+    """advise names workdirs after candidates (``dense@0.00``): optimum read the '@' as a hub revision and every
+    st-onnx / st-openvino candidate of results/advise-xeon failed to load. The child now sees a plain path to the
+    same directory."""
+    odd = tmp_path / "dense@0.00,x"
+    odd.mkdir()
+    runner = get_runtime("st-onnx").prepare(_variant(), odd, "cpu")
+    try:
+        seen = runner.child.workdir
+        assert "@" not in str(seen) and "," not in str(seen) and seen.resolve() == odd.resolve()
+        assert (odd / "peer-child.log").is_file()  # the files land in the case's own workdir
+    finally:
+        runner.child.close()

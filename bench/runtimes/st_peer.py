@@ -18,6 +18,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,9 @@ class PeerChild:
     """The child process in the peer venv and its JSON-line protocol (``bench/launch/peer_child.py``)."""
 
     def __init__(self, python: Path, child: Path, workdir: Path):
-        self.workdir = Path(workdir).resolve()  # the child runs in it: a relative path would name a hub repo there
+        # the child runs in it, so absolute (a relative path would name a hub repo there); not resolved: a plain
+        # symlink to an odd path (_plain_path) must stay plain
+        self.workdir = Path(workdir).absolute()
         self.log_path = self.workdir / "peer-child.log"
         env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
         env["PYTHONPATH"] = str(Path(bench.__file__).resolve().parents[1])  # bench.measure.paired, nothing else
@@ -170,6 +173,17 @@ def _st_dir(model: str) -> Path:
     return Path(model) if Path(model).is_dir() else Path()
 
 
+def _plain_path(workdir: Path) -> Path:
+    """``workdir``, or where its path holds a character a tool reads specially (optimum takes ``dir@x`` for hub repo
+    ``dir`` at revision ``x``; OpenVINO splits at commas: advise names its workdirs after candidates such as
+    ``dense@0.00``) a symlink to it from a plain temporary directory, so every path the peer sees is plain."""
+    if not any(ch in str(workdir) for ch in "@,"):
+        return workdir
+    link = Path(tempfile.mkdtemp(prefix="prunebench-peer-")) / "work"
+    link.symlink_to(workdir, target_is_directory=True)
+    return link
+
+
 class StPeerRuntime(Runtime):
     """One sentence-transformers backend, run by the peer child in the peer venv."""
 
@@ -218,7 +232,7 @@ class StPeerRuntime(Runtime):
         if not (model_dir / "modules.json").is_file():
             raise PeerChildError(f"{self.name} needs the model as a local sentence-transformers directory "
                                  f"(with modules.json); {variant.loaded.name} comes from {variant.loaded.source}")
-        workdir = Path(workdir).resolve()  # the child's cwd is the workdir: relative paths would not resolve there
+        workdir = _plain_path(Path(workdir).resolve())  # absolute: the child's cwd is the workdir
         child = PeerChild(python, CHILD, workdir)
         try:
             quantize = quantize_config() if self.quantize == QUANTIZE else self.quantize
